@@ -1,0 +1,179 @@
+"""The `hba` command: parses arguments, calls the library, prints. Nothing else lives here.
+
+Torch-heavy modules are imported inside the commands that need them, so `hba inspect` and
+`hba export` start instantly.
+"""
+
+from __future__ import annotations
+
+import functools
+import shlex
+import sys
+from pathlib import Path
+from typing import Callable, Optional
+
+import typer
+
+from .errors import HbaError
+
+app = typer.Typer(
+    name="hba",
+    help="Hypernetwork-Based Augmentation: search augmentation schedules, replay them, inspect them.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+BASELINES = ("none", "cutout", "autoaugment", "randaugment", "trivialaugment")
+
+
+def _user_errors(fn: Callable) -> Callable:
+    """Turn HbaError into one line on stderr and exit code 2; Ctrl-C into exit 130."""
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        try:
+            return fn(*args, **kwargs)
+        except HbaError as exc:
+            typer.echo(f"error: {exc}", err=True)
+            raise typer.Exit(2) from None
+        except KeyboardInterrupt:
+            typer.echo("interrupted: finished epochs are saved; rerun with --resume to continue",
+                       err=True)
+            raise typer.Exit(130) from None
+
+    return wrapper
+
+
+def _command_line() -> str:
+    return shlex.join(["hba", *sys.argv[1:]])
+
+
+def _parse_seeds(text: str) -> list[int]:
+    try:
+        seeds = [int(s) for s in text.split(",") if s.strip()]
+    except ValueError:
+        raise HbaError(f"--seeds must be comma-separated integers, got '{text}'") from None
+    if not seeds:
+        raise HbaError("--seeds is empty")
+    return seeds
+
+
+DEVICE_HELP = "auto (CUDA when available), cpu or cuda."
+
+
+@app.command()
+@_user_errors
+def search(
+    dataset: str = typer.Option(..., help="digits, reduced-cifar10, cifar10, reduced-cifar100, "
+                                "cifar100, reduced-svhn, svhn, reduced-imagenet, imagenet, or "
+                                "imagefolder:PATH. Brings the paper's Table 8 settings."),
+    data_dir: Optional[Path] = typer.Option(None, help="Where datasets are found or downloaded "
+                                            "(default: $HBA_DATA, else a user cache dir)."),
+    model: Optional[str] = typer.Option(None, help="Network the hypernetwork is built from "
+                                        "(default: the dataset's preset, e.g. wrn40_2)."),
+    strategy: Optional[str] = typer.Option(None, help="Weight sharing: which layers become "
+                                           "hyper-layers: conv+bn, conv, bn, 1st-conv, "
+                                           "1st-bn (default, the paper's)."),
+    epochs: Optional[int] = typer.Option(None, help="Search epochs (default: preset)."),
+    batch_size: Optional[int] = typer.Option(None, help="Training and validation batch size "
+                                             "(default: preset, 128)."),
+    train_size: Optional[int] = typer.Option(None, help="Training images (default: dataset's)."),
+    val_size: Optional[int] = typer.Option(None, help="Validation images (default: dataset's)."),
+    seed: Optional[int] = typer.Option(None, help="Seed of initialisation, noise, augmentation "
+                                       "and batch order (default 0)."),
+    device: Optional[str] = typer.Option(None, help=DEVICE_HELP),
+    config: Optional[Path] = typer.Option(None, help="YAML or JSON file of settings (any field "
+                                          "of the resolved config); flags override it."),
+    out: Path = typer.Option(Path("schedule.json"), help="Where the final schedule is written."),
+    run_dir: Optional[Path] = typer.Option(None, help="Checkpoints, per-epoch schedule, CSV log "
+                                           "and resolved config (default: runs/search-DATASET)."),
+    resume: bool = typer.Option(False, help="Continue the interrupted run in --run-dir."),
+) -> None:
+    """Search an augmentation schedule with HBA (Algorithm 1) and write it to --out."""
+    from .presets import resolve_search_config
+    from .search import run_search
+
+    cfg = resolve_search_config(
+        dataset, config, data_dir=None if data_dir is None else str(data_dir), model=model,
+        strategy=strategy, epochs=epochs, batch_size=batch_size, train_size=train_size,
+        val_size=val_size, seed=seed, device=device,
+    )
+    run_dir = run_dir or Path("runs") / f"search-{cfg.dataset.replace(':', '_').replace('/', '_')}"
+    run_search(cfg, out=out, run_dir=run_dir, resume=resume, command_line=_command_line())
+
+
+@app.command()
+@_user_errors
+def evaluate(
+    policy: str = typer.Argument(..., help="A schedule file, or a baseline: none, cutout, "
+                                 "autoaugment, randaugment, trivialaugment (torchvision's)."),
+    model: Optional[str] = typer.Option(None, help="Target network, e.g. wrn40_2, "
+                                        "shake26_2x96d (default: the dataset's usual one)."),
+    dataset: str = typer.Option("digits", help="Dataset name, as for search."),
+    data_dir: Optional[Path] = typer.Option(None, help="As for search."),
+    epochs: Optional[int] = typer.Option(None, help="Training epochs (default: Table 9); the "
+                                         "schedule is stretched linearly to this length."),
+    batch_size: Optional[int] = typer.Option(None, help="Batch size (default: Table 9)."),
+    lr: Optional[float] = typer.Option(None, help="Learning rate (default: Table 9)."),
+    weight_decay: Optional[float] = typer.Option(None, help="Weight decay (default: Table 9)."),
+    train_size: Optional[int] = typer.Option(None, help="Training images (default: dataset's)."),
+    seeds: str = typer.Option("0", help="Comma-separated seeds, one trained model each, e.g. "
+                              "0,1,2,3,4; results report mean ± std."),
+    device: Optional[str] = typer.Option(None, help=DEVICE_HELP),
+    config: Optional[Path] = typer.Option(None, help="YAML or JSON file of settings; flags "
+                                          "override it."),
+    out: Path = typer.Option(Path("results.json"), help="Per-seed and summary results (JSON)."),
+    run_dir: Optional[Path] = typer.Option(None, help="Checkpoints and per-epoch CSV "
+                                           "(default: runs/evaluate-DATASET-MODEL-POLICY)."),
+    resume: bool = typer.Option(False, help="Continue interrupted seeds from --run-dir."),
+) -> None:
+    """Train a target network with a schedule or a baseline and report test error."""
+    from .evaluate import run_evaluation
+    from .presets import resolve_evaluate_config
+
+    if policy not in BASELINES and not Path(policy).is_file():
+        raise HbaError(f"'{policy}' is neither a schedule file nor one of {', '.join(BASELINES)}")
+    cfg = resolve_evaluate_config(
+        policy, dataset, model, config, data_dir=None if data_dir is None else str(data_dir),
+        epochs=epochs, batch_size=batch_size, lr=lr, weight_decay=weight_decay,
+        train_size=train_size, seeds=_parse_seeds(seeds), device=device,
+    )
+    tag = Path(policy).stem if policy not in BASELINES else policy
+    run_dir = run_dir or Path("runs") / f"evaluate-{cfg.dataset.replace(':', '_').replace('/', '_')}-{cfg.model}-{tag}"
+    run_evaluation(cfg, out=out, run_dir=run_dir, resume=resume, command_line=_command_line())
+
+
+@app.command()
+@_user_errors
+def export(
+    schedule: Path = typer.Argument(..., help="A schedule file (hba-schedule JSON)."),
+    format: str = typer.Option(..., "--format", "-f", help="json: the schedule itself, "
+                               "validated (stretched with --epochs); csv: one row per epoch, "
+                               "a probability and a magnitude column per op copy; pba: PBA's "
+                               "schedule text (integer levels 0-9 and probabilities p/10)."),
+    epochs: Optional[int] = typer.Option(None, help="Stretch the schedule linearly to this "
+                                         "many epochs first."),
+    out: Path = typer.Option(..., help="Output file (written atomically)."),
+) -> None:
+    """Write a schedule in another format."""
+    from .export import export_schedule
+
+    export_schedule(schedule, format, out, epochs=epochs)
+    typer.echo(f"wrote {out}")
+
+
+@app.command()
+@_user_errors
+def inspect(
+    schedule: Path = typer.Argument(..., help="A schedule file (hba-schedule JSON)."),
+    png: Optional[Path] = typer.Option(None, help="Also write the two panels as a PNG picture."),
+) -> None:
+    """Draw a schedule as the paper's Figure 4: magnitudes per epoch and a probability heat map."""
+    from .plots import inspect_schedule
+
+    inspect_schedule(schedule, png=png)
+
+
+def main() -> None:
+    app()

@@ -1,0 +1,238 @@
+"""The paper's settings (Table 8: search, Table 9: evaluation) and config resolution.
+
+A run's configuration is resolved in three layers, later ones winning:
+the preset of the dataset (and model), then a ``--config`` file (YAML or JSON), then the
+command-line flags that were given. The result is a validated pydantic model, saved beside
+the run's outputs and in the schedule's provenance.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from .errors import HbaError
+
+Strategy = Literal["conv+bn", "conv", "bn", "1st-conv", "1st-bn"]
+STRATEGIES: tuple[str, ...] = ("conv+bn", "conv", "bn", "1st-conv", "1st-bn")
+LrSchedule = Literal["cosine", "step", "constant"]
+Device = Literal["auto", "cpu", "cuda"]
+
+
+class _Config(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class SearchConfig(_Config):
+    """Everything that defines an HBA search (Algorithm 1)."""
+
+    dataset: str
+    data_dir: str | None = Field(None, description="where datasets are looked for / cached")
+    train_size: int | None = Field(None, gt=0, description="training images (None: dataset's)")
+    val_size: int | None = Field(None, gt=0, description="validation images (None: dataset's)")
+    split_seed: int = Field(0, description="seed of the train/validation split")
+    model: str
+    strategy: Strategy = "1st-bn"
+    epochs: int = Field(gt=0)
+    batch_size: int = Field(128, gt=0)
+    lr: float = Field(gt=0, description="α: SGD learning rate of the hypernetwork")
+    lr_schedule: LrSchedule = "cosine"
+    lr_milestones: list[int] = Field(default_factory=list, description="epochs of ×0.1 (step)")
+    momentum: float = Field(0.9, ge=0, lt=1)
+    nesterov: bool = True
+    weight_decay: float = Field(ge=0)
+    hyper_lr: float = Field(gt=0, description="α': Adam learning rate of λ (constant)")
+    sigma: float = Field(1.0, ge=0, description="std of the per-example perturbation ε of λ")
+    train_steps: int = Field(2, gt=0, description="T_train: hypernetwork steps per round")
+    val_steps: int = Field(1, ge=0, description="T_val: λ steps per round")
+    warmup_epochs: int = Field(0, ge=0, description="epochs of hypernetwork steps only")
+    val_bn_mode: Literal["eval", "train"] = Field(
+        "eval", description="BatchNorm mode on the λ step (STN's code: eval)"
+    )
+    seed: int = 0
+    device: Device = "auto"
+
+    @model_validator(mode="after")
+    def _check(self) -> "SearchConfig":
+        if self.lr_schedule == "step" and not self.lr_milestones:
+            raise ValueError("lr_schedule 'step' needs lr_milestones")
+        if self.warmup_epochs >= self.epochs:
+            raise ValueError(f"warmup_epochs ({self.warmup_epochs}) must be < epochs ({self.epochs})")
+        return self
+
+
+class EvaluateConfig(_Config):
+    """Everything that defines training a target network with a policy."""
+
+    policy: str = Field(description="schedule file, or none/cutout/autoaugment/randaugment/trivialaugment")
+    dataset: str
+    data_dir: str | None = None
+    train_size: int | None = Field(None, gt=0)
+    val_size: int | None = Field(None, ge=0)
+    split_seed: int = 0
+    model: str
+    epochs: int = Field(gt=0)
+    batch_size: int = Field(128, gt=0)
+    lr: float = Field(gt=0)
+    lr_schedule: LrSchedule = "cosine"
+    lr_milestones: list[int] = Field(default_factory=list)
+    momentum: float = Field(0.9, ge=0, lt=1)
+    nesterov: bool = True
+    weight_decay: float = Field(ge=0)
+    seeds: list[int] = Field(default_factory=lambda: [0], min_length=1)
+    device: Device = "auto"
+
+    @model_validator(mode="after")
+    def _check(self) -> "EvaluateConfig":
+        if self.lr_schedule == "step" and not self.lr_milestones:
+            raise ValueError("lr_schedule 'step' needs lr_milestones")
+        return self
+
+
+def dataset_family(dataset: str) -> str:
+    """'cifar10', 'reduced-cifar100', … → 'cifar' | 'svhn' | 'imagenet' | 'digits' | 'imagefolder'."""
+    base = dataset.split(":", 1)[0].removeprefix("reduced-")
+    if base.startswith("cifar"):
+        return "cifar"
+    if base in ("svhn", "imagenet", "digits", "imagefolder"):
+        return base
+    raise HbaError(f"unknown dataset '{dataset}'")
+
+
+# Table 8 (search). `digits` is ours: the embedded default, sized for a 2-core CPU in minutes.
+SEARCH_PRESETS: dict[str, dict[str, Any]] = {
+    "digits": dict(model="wrn16_1", epochs=12, batch_size=64, lr=0.05, lr_schedule="cosine",
+                   weight_decay=5e-4, hyper_lr=0.03),
+    "reduced-cifar10": dict(model="wrn40_2", epochs=200, lr=0.05, lr_schedule="cosine",
+                            weight_decay=0.005, hyper_lr=0.03),
+    "reduced-cifar100": dict(model="wrn40_2", epochs=200, lr=0.05, lr_schedule="cosine",
+                             weight_decay=0.005, hyper_lr=0.03),
+    "reduced-svhn": dict(model="wrn40_2", epochs=160, lr=0.01, lr_schedule="cosine",
+                         weight_decay=0.01, hyper_lr=0.02),
+    "reduced-imagenet": dict(model="wrn40_2", epochs=270, lr=0.1, lr_schedule="step",
+                             lr_milestones=[90, 180, 240], weight_decay=0.001, hyper_lr=0.007),
+    "cifar10": dict(model="wrn40_2", epochs=200, lr=0.1, lr_schedule="cosine",
+                    weight_decay=0.0005, hyper_lr=0.003),
+    "cifar100": dict(model="wrn28_10", epochs=200, lr=0.1, lr_schedule="cosine",
+                     weight_decay=0.0005, hyper_lr=0.003),
+    "svhn": dict(model="wrn40_2", epochs=160, lr=0.01, lr_schedule="cosine",
+                 weight_decay=0.01, hyper_lr=0.02),
+    "imagenet": dict(model="wrn40_2", epochs=270, lr=0.1, lr_schedule="step",
+                     lr_milestones=[90, 180, 240], weight_decay=0.001, hyper_lr=0.007),
+}
+# A user's own ImageFolder data gets the reduced-CIFAR-10 recipe.
+SEARCH_PRESETS["imagefolder"] = SEARCH_PRESETS["reduced-cifar10"]
+
+_SS = ("shake26_2x32d", "shake26_2x96d", "shake26_2x112d")
+_COSINE = dict(lr_schedule="cosine")
+# Table 9 (evaluation), keyed by (family, model); CIFAR-100 differs from CIFAR-10 in places.
+EVALUATE_PRESETS: dict[tuple[str, str], dict[str, Any]] = {
+    **{("cifar10", m): dict(lr=0.1, weight_decay=5e-4, batch_size=128, epochs=200, **_COSINE)
+       for m in ("wrn40_2", "wrn28_10", "wrn28_2", "wrn16_1")},
+    **{("cifar10", m): dict(lr=0.01, weight_decay=1e-3, batch_size=128, epochs=1800, **_COSINE)
+       for m in _SS},
+    ("cifar10", "pyramidnet272_shakedrop"): dict(lr=0.05, weight_decay=5e-5, batch_size=64,
+                                                 epochs=1800, **_COSINE),
+    **{("cifar100", m): dict(lr=0.1, weight_decay=5e-4, batch_size=128, epochs=200, **_COSINE)
+       for m in ("wrn40_2", "wrn28_10", "wrn28_2", "wrn16_1")},
+    **{("cifar100", m): dict(lr=0.01, weight_decay=2.5e-3, batch_size=128, epochs=1800, **_COSINE)
+       for m in _SS},
+    ("cifar100", "pyramidnet272_shakedrop"): dict(lr=0.025, weight_decay=5e-4, batch_size=64,
+                                                  epochs=1800, **_COSINE),
+    **{("svhn", m): dict(lr=0.005, weight_decay=1e-3, batch_size=128, epochs=160, **_COSINE)
+       for m in ("wrn40_2", "wrn28_10", "wrn28_2", "wrn16_1")},
+    **{("svhn", m): dict(lr=0.01, weight_decay=1.5e-4, batch_size=128, epochs=160, **_COSINE)
+       for m in _SS},
+    ("imagenet", "resnet50"): dict(lr=0.1, weight_decay=1e-4, batch_size=256, epochs=270,
+                                   lr_schedule="step", lr_milestones=[90, 180, 240]),
+    ("digits", "wrn16_1"): dict(lr=0.05, weight_decay=5e-4, batch_size=64, epochs=15, **_COSINE),
+}
+# Fallback for a (dataset, model) pair the paper has no row for: the WRN CIFAR-10 recipe.
+EVALUATE_FALLBACK: dict[str, Any] = dict(lr=0.1, weight_decay=5e-4, batch_size=128, epochs=200,
+                                         **_COSINE)
+DEFAULT_EVAL_MODEL: dict[str, str] = {
+    "digits": "wrn16_1", "cifar": "wrn40_2", "svhn": "wrn28_10", "imagenet": "resnet50",
+    "imagefolder": "wrn40_2",
+}
+
+
+def _table9_key(dataset: str) -> str:
+    base = dataset.split(":", 1)[0].removeprefix("reduced-")
+    return {"cifar10": "cifar10", "cifar100": "cifar100", "svhn": "svhn", "imagenet": "imagenet",
+            "digits": "digits"}.get(base, "cifar10")
+
+
+def search_preset(dataset: str) -> dict[str, Any]:
+    family = dataset_family(dataset)
+    key = "imagefolder" if family == "imagefolder" else dataset
+    if key not in SEARCH_PRESETS:
+        raise HbaError(f"unknown dataset '{dataset}' (known: {', '.join(sorted(SEARCH_PRESETS))})")
+    return dict(SEARCH_PRESETS[key], dataset=dataset)
+
+
+def evaluate_preset(dataset: str, model: str | None) -> dict[str, Any]:
+    family = dataset_family(dataset)
+    model = model or DEFAULT_EVAL_MODEL[family]
+    row = EVALUATE_PRESETS.get((_table9_key(dataset), model), EVALUATE_FALLBACK)
+    return dict(row, dataset=dataset, model=model)
+
+
+def load_config_file(path: str | Path | None) -> dict[str, Any]:
+    """A YAML or JSON mapping of config fields (names as in SearchConfig/EvaluateConfig)."""
+    if path is None:
+        return {}
+    path = Path(path)
+    if not path.is_file():
+        raise HbaError(f"config file not found: {path}")
+    text = path.read_text(encoding="utf-8")
+    try:
+        if path.suffix.lower() == ".json":
+            data = json.loads(text)
+        else:
+            import yaml
+
+            data = yaml.safe_load(text)
+    except Exception as exc:  # any parse error is the user's file, reported on one line
+        raise HbaError(f"cannot parse config file {path}: {str(exc).splitlines()[0]}") from None
+    if not isinstance(data, dict):
+        raise HbaError(f"config file {path} must hold a mapping of field: value")
+    return {str(k).replace("-", "_"): v for k, v in data.items()}
+
+
+def _validate(model_type: type[_Config], values: dict[str, Any]) -> Any:
+    try:
+        return model_type(**values)
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        where = ".".join(str(p) for p in err["loc"]) or "config"
+        raise HbaError(f"invalid setting {where}: {err['msg']}") from None
+    except TypeError as exc:
+        raise HbaError(f"invalid config: {exc}") from None
+
+
+def resolve_search_config(dataset: str, config_file: str | Path | None = None,
+                          **overrides: Any) -> SearchConfig:
+    """Preset(dataset) ← config file ← overrides (None values are ignored)."""
+    file_values = load_config_file(config_file)
+    dataset = file_values.pop("dataset", None) if dataset is None else dataset
+    if dataset is None:
+        raise HbaError("no dataset given (use --dataset NAME)")
+    values = search_preset(dataset)
+    values.update(file_values)
+    values.update({k: v for k, v in overrides.items() if v is not None})
+    return _validate(SearchConfig, values)
+
+
+def resolve_evaluate_config(policy: str, dataset: str, model: str | None,
+                            config_file: str | Path | None = None,
+                            **overrides: Any) -> EvaluateConfig:
+    file_values = load_config_file(config_file)
+    model = model or file_values.pop("model", None)
+    values = evaluate_preset(dataset, model)
+    values.update(file_values)
+    values.update({k: v for k, v in overrides.items() if v is not None})
+    values["policy"] = policy
+    return _validate(EvaluateConfig, values)

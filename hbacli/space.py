@@ -1,0 +1,134 @@
+"""The search space: the paper's 15 operations (Table 7) in two copies, and the λ vector.
+
+λ is the unconstrained ("logit") vector the search optimises. Its layout is fixed:
+
+    λ[0:30]   probability logits, one per op copy, in ``OP_COPIES`` order
+    λ[30:54]  magnitude logits, one per op copy that has a magnitude, in ``OP_COPIES`` order
+
+``OP_COPIES`` is copy-major: copy 0 of all 15 ops in Table 7 order, then copy 1. A hyperparameter
+with range [lo, hi] has the physical value ``lo + (hi - lo) * sigmoid(λ)``. Pure numpy, no torch,
+so reading and drawing schedules stays instant.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class OpSpec:
+    """One operation of Table 7. ``low``/``high`` are None for probability-only ops."""
+
+    name: str
+    low: float | None
+    high: float | None
+    unit: str | None
+    signed: bool  # geometric ops: the magnitude's sign is drawn at random (p = 0.5)
+
+    @property
+    def has_magnitude(self) -> bool:
+        return self.low is not None
+
+
+OPS: tuple[OpSpec, ...] = (
+    OpSpec("ShearX", 0.0, 0.3, "shear factor", True),
+    OpSpec("ShearY", 0.0, 0.3, "shear factor", True),
+    OpSpec("TranslateX", 0.0, 0.45, "fraction of image width", True),
+    OpSpec("TranslateY", 0.0, 0.45, "fraction of image height", True),
+    OpSpec("Rotate", 0.0, 30.0, "degrees", True),
+    OpSpec("AutoContrast", None, None, None, False),
+    OpSpec("Invert", None, None, None, False),
+    OpSpec("Equalize", None, None, None, False),
+    OpSpec("Solarize", 0.0, 255.0, "inverts pixels >= 256 - m", False),
+    OpSpec("Posterize", 0.0, 8.0, "low bits removed (rounded)", False),
+    OpSpec("Contrast", 0.1, 1.9, "enhancement factor (1 = identity)", False),
+    OpSpec("Color", 0.1, 1.9, "enhancement factor (1 = identity)", False),
+    OpSpec("Brightness", 0.1, 1.9, "enhancement factor (1 = identity)", False),
+    OpSpec("Sharpness", 0.1, 1.9, "enhancement factor (1 = identity)", False),
+    OpSpec("Cutout", 0.0, 0.2, "patch side, fraction of image size", False),
+)
+OP_BY_NAME: dict[str, OpSpec] = {op.name: op for op in OPS}
+OP_NAMES: tuple[str, ...] = tuple(op.name for op in OPS)
+NUM_COPIES = 2
+
+
+@dataclass(frozen=True)
+class OpCopy:
+    op: OpSpec
+    copy: int
+
+    @property
+    def label(self) -> str:
+        return f"{self.op.name}#{self.copy}"
+
+
+OP_COPIES: tuple[OpCopy, ...] = tuple(OpCopy(op, c) for c in range(NUM_COPIES) for op in OPS)
+NUM_OP_COPIES = len(OP_COPIES)  # 30
+
+# Indices (into OP_COPIES) of the copies that carry a magnitude, in λ order.
+MAGNITUDE_COPY_INDEX: np.ndarray = np.array(
+    [i for i, oc in enumerate(OP_COPIES) if oc.op.has_magnitude], dtype=np.int64
+)
+NUM_MAGNITUDES = len(MAGNITUDE_COPY_INDEX)  # 24
+NUM_HYPERPARAMETERS = NUM_OP_COPIES + NUM_MAGNITUDES  # 54
+PROBABILITY_SLOTS = slice(0, NUM_OP_COPIES)
+MAGNITUDE_SLOTS = slice(NUM_OP_COPIES, NUM_HYPERPARAMETERS)
+
+# Physical range of every λ entry.
+LAMBDA_LOW: np.ndarray = np.concatenate(
+    [np.zeros(NUM_OP_COPIES), [OP_COPIES[i].op.low for i in MAGNITUDE_COPY_INDEX]]
+).astype(np.float64)
+LAMBDA_HIGH: np.ndarray = np.concatenate(
+    [np.ones(NUM_OP_COPIES), [OP_COPIES[i].op.high for i in MAGNITUDE_COPY_INDEX]]
+).astype(np.float64)
+
+# The paper's initialisation: every hyperparameter at 0.95·lo + 0.05·hi.
+INITIAL_FRACTION = 0.05
+
+
+def _sigmoid(x: np.ndarray) -> np.ndarray:
+    return 1.0 / (1.0 + np.exp(-x))
+
+
+def initial_lambda() -> np.ndarray:
+    """λ at the paper's initial point: sigmoid(λ) = 0.05 for every entry."""
+    return np.full(NUM_HYPERPARAMETERS, np.log(INITIAL_FRACTION / (1 - INITIAL_FRACTION)))
+
+
+def lambda_to_physical(lam: np.ndarray) -> np.ndarray:
+    """(..., 54) logits → (..., 54) physical values, each inside its range."""
+    lam = np.asarray(lam, dtype=np.float64)
+    return LAMBDA_LOW + (LAMBDA_HIGH - LAMBDA_LOW) * _sigmoid(lam)
+
+
+def physical_to_lambda(values: np.ndarray, eps: float = 1e-6) -> np.ndarray:
+    """Inverse of ``lambda_to_physical`` (values clipped just inside their range)."""
+    frac = (np.asarray(values, dtype=np.float64) - LAMBDA_LOW) / (LAMBDA_HIGH - LAMBDA_LOW)
+    frac = np.clip(frac, eps, 1 - eps)
+    return np.log(frac / (1 - frac))
+
+
+def split_physical(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(..., 54) physical values → probabilities (..., 30), magnitudes (..., 30).
+
+    Magnitudes of probability-only ops are NaN.
+    """
+    values = np.asarray(values, dtype=np.float64)
+    probs = values[..., PROBABILITY_SLOTS]
+    mags = np.full(values.shape[:-1] + (NUM_OP_COPIES,), np.nan)
+    mags[..., MAGNITUDE_COPY_INDEX] = values[..., MAGNITUDE_SLOTS]
+    return probs, mags
+
+
+def join_physical(probs: np.ndarray, mags: np.ndarray) -> np.ndarray:
+    """Inverse of ``split_physical``: probabilities and magnitudes (..., 30) → (..., 54)."""
+    probs = np.asarray(probs, dtype=np.float64)
+    mags = np.asarray(mags, dtype=np.float64)
+    return np.concatenate([probs, mags[..., MAGNITUDE_COPY_INDEX]], axis=-1)
+
+
+# The augmentation function's number of ops K (PBA Algorithm 1; paper App. A).
+K_VALUES: tuple[int, ...] = (0, 1, 2)
+K_PROBABILITIES: tuple[float, ...] = (0.2, 0.3, 0.5)

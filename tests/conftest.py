@@ -1,0 +1,54 @@
+"""Shared fixtures: small slices of the real CIFAR-10 copy in ../shared/datasets."""
+
+from __future__ import annotations
+
+import io
+import tarfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+ROOT = Path(__file__).resolve().parents[1]
+SHARED_DATASETS = ROOT.parent / "shared" / "datasets"
+CIFAR_ARCHIVE = SHARED_DATASETS / "cifar10-jpeg.tar.gz"
+CIFAR_CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse",
+                 "ship", "truck")
+
+
+def _read_cifar_slice(per_class: int) -> dict[str, np.ndarray]:
+    """The first `per_class` train and test images of every class, decoded with PIL."""
+    if not CIFAR_ARCHIVE.is_file():
+        pytest.fail(f"the test data {CIFAR_ARCHIVE} is missing (see ../shared/datasets/README.md)")
+    picked: dict[tuple[str, str], list[np.ndarray]] = {}
+    with tarfile.open(CIFAR_ARCHIVE, "r:gz") as tar:
+        for member in tar:
+            parts = member.name.split("/")
+            if len(parts) != 3 or not member.isfile():
+                continue
+            split, cls, _ = parts
+            bucket = picked.setdefault((split, cls), [])
+            if len(bucket) < per_class:
+                with Image.open(io.BytesIO(tar.extractfile(member).read())) as im:
+                    bucket.append(np.asarray(im.convert("RGB")))
+    out: dict[str, np.ndarray] = {}
+    for split in ("train", "test"):
+        images = [img for c in CIFAR_CLASSES for img in picked[(split, c)]]
+        labels = [i for i, c in enumerate(CIFAR_CLASSES) for _ in picked[(split, c)]]
+        out[f"{split}_images"] = np.stack(images).transpose(0, 3, 1, 2).copy()  # N×3×32×32 uint8
+        out[f"{split}_labels"] = np.array(labels, dtype=np.int64)
+    return out
+
+
+@pytest.fixture(scope="session")
+def cifar_slice() -> dict[str, np.ndarray]:
+    """20 train and 20 test images per class of real CIFAR-10: uint8 N×3×32×32 and labels."""
+    return _read_cifar_slice(per_class=20)
+
+
+@pytest.fixture(scope="session")
+def cifar_archive() -> Path:
+    if not CIFAR_ARCHIVE.is_file():
+        pytest.fail(f"the test data {CIFAR_ARCHIVE} is missing")
+    return CIFAR_ARCHIVE
