@@ -1,0 +1,571 @@
+"""The HBA search engine: Algorithm 1 of the paper, resumable, with a per-epoch schedule.
+
+One *round* is T_train hypernetwork steps followed by T_val λ steps. An *epoch* is one pass
+over the training loader, i.e. ``len(train_loader) // T_train`` rounds (batches left over by
+that division are skipped, as ``drop_last`` skips a partial batch). Validation batches cycle
+through their own loader.
+
+Hypernetwork step (Eq. 13): each example i of a training batch gets its own λ_i = λ + ε_i,
+ε_i ~ N(0, σ²) fresh every step; the example is augmented with A(x_i; λ_i), passed through the
+baseline pipeline, and through the hypernetwork at λ_i; SGD (momentum, nesterov, weight
+decay) updates φ only.
+
+λ step (Eq. 11): an unaugmented validation batch, the hypernetwork at the unperturbed λ,
+Adam (constant learning rate α') on λ only. λ's gradient comes only through the hyper-layers:
+the augmentation is not differentiated. BatchNorm runs in eval mode on this step by default
+(running statistics, as Self-Tuning Networks' code does): then φ's batch statistics of the
+validation data cannot leak into λ's gradient. ``val_bn_mode='train'`` uses batch statistics.
+
+Choices the paper leaves open, with their defaults: ``warmup_epochs=0`` (STN warms up with
+hypernetwork steps only; the paper does not), ``val_bn_mode='eval'``; during warm-up the
+validation batches are still evaluated (no step) so the log shows comparable losses.
+
+Reproducibility: the batch order of epoch e is a function of (seed, e) only
+(``DeviceLoader.set_epoch``); the noise/augmentation generator, torch's global generators,
+both optimisers and the LR scheduler are checkpointed after every epoch. A resumed run
+therefore repeats the uninterrupted run exactly (on CPU; CUDA kernels may be
+nondeterministic).
+
+Performance: data are resident on the device as uint8, augmentation is batched, the forward
+pass runs under bf16 autocast with channels_last on CUDA, and losses/accuracies accumulate in
+device tensors that are read once per epoch — no host-device synchronisation inside a step.
+Checkpoints are serialised on the main thread and written (fsync included) on a background
+thread, so a fast GPU does not wait on the disk.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import math
+import time
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+from typing import Any, Callable, Iterator
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from rich.console import Console
+from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn,
+                           TimeElapsedColumn, TimeRemainingColumn)
+
+from . import space
+from .errors import HbaError
+from .files import atomic_write_bytes, atomic_write_json, atomic_write_text
+from .presets import SearchConfig
+from .runtime import (autocast, device_description, memory_format, package_versions,
+                      resolve_device, seed_everything)
+
+CHECKPOINT_FORMAT = "hba-search-checkpoint"
+CHECKPOINT_VERSION = 1
+CHECKPOINT_NAME = "checkpoint.pt"
+SCHEDULE_NAME = "schedule.json"
+CONFIG_NAME = "config.json"
+LOG_NAME = "log.csv"
+TOP_OPS_SHOWN = 3
+# Settings that do not change the computation: a run may be resumed with them changed.
+RESUME_IGNORED_FIELDS = frozenset({"device", "data_dir"})
+
+
+# ---------------------------------------------------------------------------------------------
+# Pure helpers: schedule of the learning rate, feasibility, labels
+# ---------------------------------------------------------------------------------------------
+
+def lr_factor(step: int, cfg: SearchConfig, steps_per_epoch: int) -> float:
+    """Multiplier of α after ``step`` hypernetwork steps (the LR schedule moves every step)."""
+    if cfg.lr_schedule == "cosine":
+        total = cfg.epochs * steps_per_epoch
+        return 0.5 * (1.0 + math.cos(math.pi * min(step, total) / total))
+    if cfg.lr_schedule == "step":
+        epoch = step // steps_per_epoch
+        return 0.1 ** sum(1 for m in cfg.lr_milestones if epoch >= m)
+    return 1.0
+
+
+def rounds_per_epoch(train_batches: int, val_batches: int, cfg: SearchConfig) -> int:
+    """Rounds in one pass over the training loader; HbaError when the data are too small."""
+    if train_batches < cfg.train_steps:
+        raise HbaError(
+            f"batch size {cfg.batch_size} is too large for the training data: an epoch needs at "
+            f"least train_steps={cfg.train_steps} full batches, the data give {train_batches} "
+            "(lower --batch-size or raise --train-size)")
+    if cfg.val_steps > 0 and val_batches == 0:
+        raise HbaError(
+            f"batch size {cfg.batch_size} is larger than the validation data "
+            "(lower --batch-size or raise --val-size)")
+    return train_batches // cfg.train_steps
+
+
+def top_ops(probabilities: np.ndarray, k: int = TOP_OPS_SHOWN) -> list[tuple[str, float]]:
+    """The k op copies with the largest probability, as (label like 'Rotate#1', p)."""
+    order = np.argsort(-probabilities, kind="stable")[:k]
+    return [(space.OP_COPIES[i].label, float(probabilities[i])) for i in order]
+
+
+def config_differences(saved: dict[str, Any], requested: dict[str, Any]) -> list[str]:
+    """'field: saved → requested' for every setting that changes the computation."""
+    keys = sorted((set(saved) | set(requested)) - RESUME_IGNORED_FIELDS)
+    return [f"{k}: {saved.get(k)!r} → {requested.get(k)!r}"
+            for k in keys if saved.get(k) != requested.get(k)]
+
+
+# ---------------------------------------------------------------------------------------------
+# The engine: one hypernetwork, one λ, the two optimisers, the steps
+# ---------------------------------------------------------------------------------------------
+
+@dataclass
+class EpochMetrics:
+    train_loss: float
+    val_loss: float        # NaN when the run has no λ steps (val_steps = 0)
+    val_accuracy: float    # fraction in [0, 1]
+    train_images: int
+
+
+class SearchEngine:
+    """Algorithm 1 on one device. Knows nothing of files, progress or the CLI."""
+
+    def __init__(self, cfg: SearchConfig, splits, device: torch.device):
+        from .data import BaselinePipeline, DeviceLoader
+        from .hyper import to_hypernetwork
+        from .nets import build_model
+
+        self.cfg = cfg
+        self.device = device
+        self.memory_format = memory_format(device)
+        self.train_loader = DeviceLoader(splits.train_images, splits.train_labels,
+                                         cfg.batch_size, device, shuffle=True, drop_last=True,
+                                         seed=cfg.seed)
+        self.val_loader = DeviceLoader(splits.val_images, splits.val_labels, cfg.batch_size,
+                                       device, shuffle=True, drop_last=True, seed=cfg.seed + 1)
+        self.rounds = rounds_per_epoch(len(self.train_loader), len(self.val_loader), cfg)
+        self.steps_per_epoch = self.rounds * cfg.train_steps
+        self.pipeline = BaselinePipeline(splits.family, splits.mean, splits.std, cutout=True)
+
+        model = build_model(cfg.model, splits.num_classes)
+        self.hypernet = to_hypernetwork(model, cfg.strategy, space.NUM_HYPERPARAMETERS)
+        self.hypernet.to(device=device, memory_format=self.memory_format)
+        self.lam = torch.tensor(space.initial_lambda(), dtype=torch.float32, device=device,
+                                requires_grad=True)
+
+        self.sgd = torch.optim.SGD(self.hypernet.parameters(), lr=cfg.lr, momentum=cfg.momentum,
+                                   nesterov=cfg.nesterov and cfg.momentum > 0,
+                                   weight_decay=cfg.weight_decay)
+        steps_per_epoch = self.steps_per_epoch
+        self.lr_scheduler = torch.optim.lr_scheduler.LambdaLR(
+            self.sgd, lambda step: lr_factor(step, cfg, steps_per_epoch))
+        self.adam = torch.optim.Adam([self.lam], lr=cfg.hyper_lr)
+        # One generator drives ε, the policy's randomness and the baseline pipeline's.
+        self.generator = torch.Generator(device=device)
+        self.generator.manual_seed(cfg.seed)
+        self._reset_sums()
+
+    # -- the two steps ----------------------------------------------------------------------
+
+    def train_step(self, images: torch.Tensor, labels: torch.Tensor) -> None:
+        """Eq. 13: SGD on φ with per-example λ_i = λ + ε_i driving augmentation and network."""
+        from .policy import augment_batch, physical_from_lambda
+
+        noise = torch.randn(images.shape[0], space.NUM_HYPERPARAMETERS, device=self.device,
+                            generator=self.generator)
+        lam_i = self.lam.detach() + self.cfg.sigma * noise
+        probabilities, magnitudes = physical_from_lambda(lam_i)
+        x = augment_batch(images, probabilities, magnitudes, generator=self.generator)
+        x = self.pipeline.train(x, generator=self.generator)
+        x = x.contiguous(memory_format=self.memory_format)
+        self.hypernet.train()
+        with autocast(self.device):
+            loss = F.cross_entropy(self.hypernet(x, lam_i), labels)
+        self.sgd.zero_grad(set_to_none=True)
+        loss.backward()
+        self.sgd.step()
+        self.lr_scheduler.step()
+        self._train_loss_sum += loss.detach() * labels.shape[0]
+        self._train_count += labels.shape[0]
+
+    def hyper_step(self, images: torch.Tensor, labels: torch.Tensor, update: bool = True) -> None:
+        """Eq. 11: Adam on λ from an unaugmented validation batch at the unperturbed λ."""
+        x = self.pipeline.eval(images).contiguous(memory_format=self.memory_format)
+        self.hypernet.train(self.cfg.val_bn_mode == "train")
+        with torch.set_grad_enabled(update), autocast(self.device):
+            logits = self.hypernet(x, self.lam)
+            loss = F.cross_entropy(logits, labels)
+        if update:
+            self.adam.zero_grad(set_to_none=True)
+            loss.backward(inputs=[self.lam])  # φ gets no gradient from validation data
+            self.adam.step()
+        self.hypernet.train()
+        self._val_loss_sum += loss.detach() * labels.shape[0]
+        self._val_correct += (logits.detach().argmax(dim=1) == labels).sum()
+        self._val_count += labels.shape[0]
+
+    @torch.no_grad()
+    def validation_loss(self, lam: torch.Tensor, batches: int | None = None) -> float:
+        """Mean validation loss of the hypernetwork at ``lam`` (λ-step BN mode, fixed order)."""
+        self.val_loader.set_epoch(0)
+        self.hypernet.train(self.cfg.val_bn_mode == "train")
+        total, count = torch.zeros((), device=self.device), 0
+        for i, (images, labels) in enumerate(self.val_loader):
+            if batches is not None and i >= batches:
+                break
+            x = self.pipeline.eval(images).contiguous(memory_format=self.memory_format)
+            with autocast(self.device):
+                total += F.cross_entropy(self.hypernet(x, lam), labels, reduction="sum")
+            count += labels.shape[0]
+        self.hypernet.train()
+        return float(total) / count
+
+    # -- one epoch ----------------------------------------------------------------------------
+
+    def run_epoch(self, epoch: int, on_round: Callable[[], None] | None = None) -> EpochMetrics:
+        """Epoch ``epoch`` (0-based): its rounds, then one read of the accumulated metrics."""
+        cfg = self.cfg
+        update_lambda = epoch >= cfg.warmup_epochs
+        self.train_loader.set_epoch(epoch)
+        train_batches = iter(self.train_loader)
+        val_batches = self._validation_batches(epoch)
+        self._reset_sums()
+        for _ in range(self.rounds):
+            for _ in range(cfg.train_steps):
+                self.train_step(*next(train_batches))
+            for _ in range(cfg.val_steps):
+                self.hyper_step(*next(val_batches), update=update_lambda)
+            if on_round is not None:
+                on_round()
+        return self._read_sums()
+
+    def _validation_batches(self, epoch: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        """Validation batches of epoch ``epoch``, cycling; order a function of (seed, epoch)."""
+        needed = self.rounds * self.cfg.val_steps
+        passes = max(1, math.ceil(needed / max(1, len(self.val_loader))))
+        for k in range(passes):
+            self.val_loader.set_epoch(epoch * passes + k)
+            yield from self.val_loader
+
+    def _reset_sums(self) -> None:
+        zero = lambda: torch.zeros((), device=self.device)  # noqa: E731
+        self._train_loss_sum, self._val_loss_sum, self._val_correct = zero(), zero(), zero()
+        self._train_count = self._val_count = 0
+
+    def _read_sums(self) -> EpochMetrics:
+        # The one host-device synchronisation of the epoch.
+        sums = torch.stack([self._train_loss_sum, self._val_loss_sum, self._val_correct]).tolist()
+        val = self._val_count or math.nan
+        return EpochMetrics(train_loss=sums[0] / max(1, self._train_count),
+                            val_loss=sums[1] / val, val_accuracy=sums[2] / val,
+                            train_images=self._train_count)
+
+    # -- λ as the schedule sees it ------------------------------------------------------------
+
+    def physical(self) -> tuple[np.ndarray, np.ndarray]:
+        """Current λ as physical probabilities (30,) and magnitudes (30,), NaN for prob-only."""
+        values = space.lambda_to_physical(self.lam.detach().cpu().double().numpy())
+        return space.split_physical(values)
+
+    @property
+    def lr(self) -> float:
+        return self.sgd.param_groups[0]["lr"]
+
+    # -- checkpoint state ---------------------------------------------------------------------
+
+    def state_dict(self) -> dict[str, Any]:
+        cuda = self.device.type == "cuda"
+        return {
+            "hypernetwork": self.hypernet.state_dict(),
+            "lam": self.lam.detach(),
+            "sgd": self.sgd.state_dict(),
+            "adam": self.adam.state_dict(),
+            "lr_scheduler": self.lr_scheduler.state_dict(),
+            "rng": {"torch_cpu": torch.get_rng_state(),
+                    "torch_cuda": torch.cuda.get_rng_state_all() if cuda else [],
+                    "generator": self.generator.get_state()},
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.hypernet.load_state_dict(state["hypernetwork"])
+        with torch.no_grad():
+            self.lam.copy_(state["lam"])
+        self.sgd.load_state_dict(state["sgd"])
+        self.adam.load_state_dict(state["adam"])
+        self.lr_scheduler.load_state_dict(state["lr_scheduler"])
+        torch.set_rng_state(state["rng"]["torch_cpu"])
+        if state["rng"]["torch_cuda"]:
+            torch.cuda.set_rng_state_all(state["rng"]["torch_cuda"])
+        self.generator.set_state(state["rng"]["generator"])
+
+
+# ---------------------------------------------------------------------------------------------
+# The run: files in the run directory, resume, progress, provenance
+# ---------------------------------------------------------------------------------------------
+
+@dataclass
+class EpochRecord:
+    """One line of the log (log.csv and the progress line)."""
+
+    epoch: int                 # 1-based
+    train_loss: float
+    val_loss: float
+    val_accuracy: float
+    images_per_second: float   # training images per second of wall time in this epoch
+    lr: float                  # α at the end of the epoch
+    elapsed_seconds: float     # since the search started, over all resumed sessions
+    eta_seconds: float
+    top_ops: str               # e.g. "Rotate#1:0.091 Cutout#0:0.082 Invert#1:0.071"
+
+
+LOG_FIELDS = tuple(f.name for f in fields(EpochRecord))
+
+
+def log_csv_text(records: list[EpochRecord]) -> str:
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=LOG_FIELDS, lineterminator="\n")
+    writer.writeheader()
+    for record in records:
+        row = asdict(record)
+        for key, value in row.items():
+            if isinstance(value, float) and key not in ("epoch",):
+                row[key] = f"{value:.6g}"
+        writer.writerow(row)
+    return buffer.getvalue()
+
+
+@dataclass
+class RunState:
+    """What survives an interruption besides the engine: completed epochs and their records."""
+
+    epochs_done: int = 0
+    probabilities: list[list[float]] | None = None   # per completed epoch, (30,)
+    magnitudes: list[list[float]] | None = None
+    records: list[EpochRecord] | None = None
+    elapsed_seconds: float = 0.0
+
+    def __post_init__(self) -> None:
+        self.probabilities = self.probabilities or []
+        self.magnitudes = self.magnitudes or []
+        self.records = self.records or []
+
+
+class BackgroundWriter:
+    """Writes files in order on one thread; at most one batch of writes is pending."""
+
+    def __init__(self) -> None:
+        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="hba-writer")
+        self._pending: Future | None = None
+
+    def submit(self, writes: list[Callable[[], None]]) -> None:
+        self.wait()
+        self._pending = self._pool.submit(lambda: [write() for write in writes])
+
+    def wait(self) -> None:
+        if self._pending is not None:
+            pending, self._pending = self._pending, None
+            pending.result()  # re-raises a failed write here, on the main thread
+
+    def close(self) -> None:
+        try:
+            self.wait()
+        finally:
+            self._pool.shutdown(wait=True)
+
+
+def _checkpoint_bytes(cfg: SearchConfig, device: torch.device, engine: SearchEngine,
+                      state: RunState) -> bytes:
+    payload = {
+        "format": CHECKPOINT_FORMAT, "version": CHECKPOINT_VERSION,
+        "config": cfg.model_dump(mode="json"), "device_type": device.type,
+        "engine": engine.state_dict(),
+        "epochs_done": state.epochs_done,
+        "probabilities": torch.tensor(state.probabilities, dtype=torch.float64),
+        "magnitudes": torch.tensor(state.magnitudes, dtype=torch.float64),
+        "records": [asdict(r) for r in state.records],
+        "elapsed_seconds": state.elapsed_seconds,
+    }
+    buffer = io.BytesIO()
+    torch.save(payload, buffer)  # serialised now: the engine moves on while the file is written
+    return buffer.getvalue()
+
+
+def _read_checkpoint(path: Path, cfg: SearchConfig, device: torch.device) -> dict[str, Any]:
+    try:
+        payload = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # a damaged or foreign file: the user can only start over
+        raise HbaError(f"cannot read checkpoint {path}: {str(exc).splitlines()[0]}") from None
+    if not isinstance(payload, dict) or payload.get("format") != CHECKPOINT_FORMAT:
+        raise HbaError(f"{path} is not an hba search checkpoint")
+    if payload.get("version") != CHECKPOINT_VERSION:
+        raise HbaError(f"checkpoint {path} has version {payload.get('version')}, this hba "
+                       f"reads version {CHECKPOINT_VERSION}")
+    differences = config_differences(payload["config"], cfg.model_dump(mode="json"))
+    if differences:
+        raise HbaError(f"cannot resume: the checkpoint in {path.parent} was made with other "
+                       f"settings ({'; '.join(differences)}); repeat its settings or choose "
+                       "another --run-dir")
+    if payload["device_type"] != device.type:
+        raise HbaError(f"cannot resume on {device.type}: the checkpoint in {path.parent} was "
+                       f"made on {payload['device_type']} (use --device {payload['device_type']})")
+    return payload
+
+
+def _run_state_from(payload: dict[str, Any]) -> RunState:
+    return RunState(epochs_done=payload["epochs_done"],
+                    probabilities=payload["probabilities"].tolist(),
+                    magnitudes=payload["magnitudes"].tolist(),
+                    records=[EpochRecord(**r) for r in payload["records"]],
+                    elapsed_seconds=payload["elapsed_seconds"])
+
+
+def _schedule(cfg: SearchConfig, splits, device: torch.device, state: RunState,
+              command_line: str | None):
+    from .schedule import Provenance, Schedule
+
+    provenance = Provenance(
+        dataset=cfg.dataset, train_size=int(splits.train_labels.shape[0]),
+        val_size=int(splits.val_labels.shape[0]), model=cfg.model, strategy=cfg.strategy,
+        seed=cfg.seed, epochs=state.epochs_done, search_seconds=round(state.elapsed_seconds, 3),
+        device=device_description(device), versions=package_versions(), command=command_line,
+        config=cfg.model_dump(mode="json"),
+    )
+    return Schedule.from_arrays(np.array(state.probabilities), np.array(state.magnitudes),
+                                provenance=provenance)
+
+
+def _format_duration(seconds: float) -> str:
+    if not math.isfinite(seconds):
+        return "-"
+    seconds = int(round(seconds))
+    hours, rest = divmod(seconds, 3600)
+    return f"{hours}:{rest // 60:02d}:{rest % 60:02d}" if hours else f"{rest // 60}:{rest % 60:02d}"
+
+
+def epoch_line(record: EpochRecord, epochs: int) -> str:
+    val = ("val -" if math.isnan(record.val_loss) else
+           f"val {record.val_loss:.3f}  acc {100 * record.val_accuracy:5.1f}%")
+    return (f"epoch {record.epoch:>{len(str(epochs))}}/{epochs}  train {record.train_loss:.3f}  "
+            f"{val}  {record.images_per_second:,.0f} img/s  "
+            f"{_format_duration(record.elapsed_seconds)} elapsed, "
+            f"ETA {_format_duration(record.eta_seconds)}  top: {record.top_ops}")
+
+
+class SearchProgress:
+    """Two rich progress bars (overall, this epoch) and a line per epoch; silent if disabled."""
+
+    def __init__(self, enabled: bool, epochs: int, first_epoch: int, rounds: int):
+        self.enabled = enabled
+        self.console = Console(highlight=False)
+        self.epochs = epochs
+        self._progress = Progress(
+            TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+            TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn(),
+            console=self.console, disable=not enabled, transient=True)
+        self._overall = self._progress.add_task("search", total=epochs, completed=first_epoch)
+        self._epoch = self._progress.add_task("epoch", total=rounds)
+
+    def __enter__(self) -> "SearchProgress":
+        self._progress.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._progress.stop()
+
+    def start_epoch(self, epoch: int) -> None:
+        self._progress.reset(self._epoch, description=f"epoch {epoch + 1}/{self.epochs}")
+
+    def advance_round(self) -> None:
+        self._progress.advance(self._epoch)
+
+    def end_epoch(self, record: EpochRecord) -> None:
+        self._progress.advance(self._overall)
+        self.print(epoch_line(record, self.epochs))
+
+    def print(self, text: str) -> None:
+        if self.enabled:
+            self.console.print(text, soft_wrap=True)
+
+
+def _check_run_dir(checkpoint: Path, resume: bool) -> None:
+    if resume and not checkpoint.is_file():
+        raise HbaError(f"nothing to resume: {checkpoint} does not exist")
+    if not resume and checkpoint.exists():
+        raise HbaError(f"{checkpoint.parent} already holds a search; pass --resume to continue "
+                       "it or choose another --run-dir")
+
+
+def run_search(cfg: SearchConfig, out: Path, run_dir: Path, resume: bool = False,
+               command_line: str | None = None, progress: bool = True, *,
+               on_epoch_end: Callable[[EpochRecord], None] | None = None):
+    """Run (or resume) an HBA search; write the schedule to ``out`` and return it.
+
+    Run directory: ``config.json`` (resolved config), ``checkpoint.pt`` (after every epoch),
+    ``schedule.json`` (the schedule so far, after every epoch), ``log.csv`` (one row per epoch).
+    ``on_epoch_end`` is called after each epoch's files are written (tests use it to interrupt).
+    """
+    from .data import load_dataset
+    from .nets import MODEL_NAMES
+    from .schedule import save_schedule
+
+    session_start = time.perf_counter()
+    out, run_dir = Path(out), Path(run_dir)
+    checkpoint_path = run_dir / CHECKPOINT_NAME
+    _check_run_dir(checkpoint_path, resume)
+    if cfg.model not in MODEL_NAMES:  # fail before a possibly long dataset download
+        raise HbaError(f"unknown model '{cfg.model}' (known: {', '.join(MODEL_NAMES)})")
+    device = resolve_device(cfg.device)
+    payload = _read_checkpoint(checkpoint_path, cfg, device) if resume else None
+
+    seed_everything(cfg.seed)
+    splits = load_dataset(cfg.dataset, cfg.data_dir, cfg.train_size, cfg.val_size, cfg.split_seed)
+    engine = SearchEngine(cfg, splits, device)
+    state = RunState()
+    if payload is not None:
+        engine.load_state_dict(payload["engine"])
+        state = _run_state_from(payload)
+    atomic_write_json(run_dir / CONFIG_NAME, cfg.model_dump(mode="json"))
+
+    writer = BackgroundWriter()
+    session_elapsed_before = state.elapsed_seconds
+    epoch_seconds: list[float] = []
+    try:
+        with SearchProgress(progress, cfg.epochs, state.epochs_done, engine.rounds) as bar:
+            if payload is not None:
+                bar.print(f"resuming {run_dir} after epoch {state.epochs_done}/{cfg.epochs}")
+            for epoch in range(state.epochs_done, cfg.epochs):
+                bar.start_epoch(epoch)
+                started = time.perf_counter()
+                metrics = engine.run_epoch(epoch, on_round=bar.advance_round)
+                epoch_seconds.append(time.perf_counter() - started)
+                probabilities, magnitudes = engine.physical()
+                state.epochs_done = epoch + 1
+                state.probabilities.append(probabilities.tolist())
+                state.magnitudes.append(magnitudes.tolist())
+                state.elapsed_seconds = session_elapsed_before + time.perf_counter() - session_start
+                record = EpochRecord(
+                    epoch=epoch + 1, train_loss=metrics.train_loss, val_loss=metrics.val_loss,
+                    val_accuracy=metrics.val_accuracy,
+                    images_per_second=metrics.train_images / epoch_seconds[-1], lr=engine.lr,
+                    elapsed_seconds=state.elapsed_seconds,
+                    eta_seconds=float(np.mean(epoch_seconds)) * (cfg.epochs - epoch - 1),
+                    top_ops=" ".join(f"{label}:{p:.3f}" for label, p in top_ops(probabilities)))
+                state.records.append(record)
+                schedule = _schedule(cfg, splits, device, state, command_line)
+                checkpoint = _checkpoint_bytes(cfg, device, engine, state)
+                log_text = log_csv_text(state.records)
+                writer.submit([
+                    lambda s=schedule: save_schedule(s, run_dir / SCHEDULE_NAME),
+                    lambda t=log_text: atomic_write_text(run_dir / LOG_NAME, t),
+                    lambda b=checkpoint: atomic_write_bytes(checkpoint_path, b),
+                ])
+                bar.end_epoch(record)
+                if on_epoch_end is not None:
+                    writer.wait()  # the callback sees this epoch's files on disk
+                    on_epoch_end(record)
+    finally:
+        writer.close()
+
+    state.elapsed_seconds = session_elapsed_before + time.perf_counter() - session_start
+    schedule = _schedule(cfg, splits, device, state, command_line)
+    save_schedule(schedule, out)
+    save_schedule(schedule, run_dir / SCHEDULE_NAME)
+    bar.print(f"schedule written to {out} ({state.epochs_done} epochs, search time "
+              f"{_format_duration(state.elapsed_seconds)}; run files in {run_dir})")
+    return schedule
