@@ -41,6 +41,7 @@ import math
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import asdict, dataclass, fields
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
@@ -307,6 +308,7 @@ class EpochRecord:
     train_loss: float
     val_loss: float
     val_accuracy: float
+    epoch_seconds: float       # wall time of this epoch's steps
     images_per_second: float   # training images per second of wall time in this epoch
     lr: float                  # α at the end of the epoch
     elapsed_seconds: float     # since the search started, over all resumed sessions
@@ -424,7 +426,7 @@ def _schedule(cfg: SearchConfig, splits, device: torch.device, state: RunState,
         val_size=int(splits.val_labels.shape[0]), model=cfg.model, strategy=cfg.strategy,
         seed=cfg.seed, epochs=state.epochs_done, search_seconds=round(state.elapsed_seconds, 3),
         device=device_description(device), versions=package_versions(), command=command_line,
-        config=cfg.model_dump(mode="json"),
+        config=cfg.model_dump(mode="json"), created=datetime.now(timezone.utc),
     )
     return Schedule.from_arrays(np.array(state.probabilities), np.array(state.magnitudes),
                                 provenance=provenance)
@@ -541,7 +543,7 @@ def run_search(cfg: SearchConfig, out: Path, run_dir: Path, resume: bool = False
                 state.elapsed_seconds = session_elapsed_before + time.perf_counter() - session_start
                 record = EpochRecord(
                     epoch=epoch + 1, train_loss=metrics.train_loss, val_loss=metrics.val_loss,
-                    val_accuracy=metrics.val_accuracy,
+                    val_accuracy=metrics.val_accuracy, epoch_seconds=epoch_seconds[-1],
                     images_per_second=metrics.train_images / epoch_seconds[-1], lr=engine.lr,
                     elapsed_seconds=state.elapsed_seconds,
                     eta_seconds=float(np.mean(epoch_seconds)) * (cfg.epochs - epoch - 1),
