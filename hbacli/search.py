@@ -459,7 +459,9 @@ class SearchProgress:
         self._progress = Progress(
             TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
             TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn(),
-            console=self.console, disable=not enabled, transient=True)
+            # Without a terminal (CI, pipes) the per-epoch lines are the whole report.
+            console=self.console, disable=not (enabled and self.console.is_terminal),
+            transient=True)
         self._overall = self._progress.add_task("search", total=epochs, completed=first_epoch)
         self._epoch = self._progress.add_task("epoch", total=rounds)
 
