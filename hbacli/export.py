@@ -1,0 +1,169 @@
+"""`hba export`: a schedule in another format — json, csv or PBA's schedule text.
+
+All formats are made from the validated schedule, stretched first when ``epochs`` is given
+(see ``hbacli.schedule.stretch``). The whole output is built in memory and written atomically,
+so a failure never leaves a file behind.
+
+json
+    The schedule itself (format "hba-schedule", version 1), validated and re-written.
+csv
+    One row per epoch (numbered from 0): ``epoch``, then ``<op>#<copy>_p`` (probability) and
+    ``<op>#<copy>_m`` (magnitude, physical units) for the 30 op copies in ``hbacli.space`` order.
+    The magnitude cell is empty for the probability-only ops AutoContrast, Invert, Equalize.
+pba
+    The schedule log that PBA (arcelien/pba) replays with
+    ``pba/train.py --use_hp_policy --hp_policy FILE --hp_policy_epochs E``, E being the number
+    of epochs of the exported schedule (PBA stretches it to its own ``--epochs``). Each line is a Python
+    literal ``[target_trial, clone_trial, target_epoch, clone_epoch, old_config, new_config]``
+    with ``config = {'hp_policy': [60 ints]}``; PBA's ``parse_log`` turns consecutive lines into
+    (epochs, policy) segments. Lines are written only where the policy changes, and
+    ``clone_epoch`` is the first epoch of each segment, so PBA uses the policy of line i from
+    that epoch until the next line's.
+
+    ``hp_policy`` holds copy 0 of PBA's 15 ops and then copy 1, each op as a pair
+    (probability × 10, level) in PBA's order: AutoContrast, Equalize, Invert, Rotate,
+    Posterize, Solarize, Color, Contrast, Brightness, Sharpness, ShearX, ShearY, TranslateX,
+    TranslateY, Cutout. Probabilities are rounded to tenths (0..10). Levels are the integers
+    0..9 that PBA's search explores; each of our magnitudes becomes the level whose PBA value
+    is nearest (ties to the lower level), with PBA's level → value rules (PARAMETER_MAX = 10,
+    images 32×32 as in PBA):
+
+    ============  ===============================  ================================
+    op            PBA value at level L             in our units
+    ============  ===============================  ================================
+    Shear X/Y     0.03·L                           shear factor (same)
+    Translate X/Y int(L) pixels (absolute)         L/32 of the image size
+    Rotate        int(3·L) degrees                 degrees (same)
+    Solarize      threshold 256 − int(25.6·L)      m = int(25.6·L) (pixels ≥ 256 − m)
+    Posterize     keeps 4 − int(0.4·L) bits        removes 4 + int(0.4·L) bits
+    Color etc.    factor 0.1 + 0.18·L              factor (same)
+    Cutout        int(2·L) pixels side             2·L/32 of the image size
+    ============  ===============================  ================================
+
+    So PBA's scale covers less than ours at the top: magnitudes beyond level 9 (rotate > 27°,
+    translate > 9 px, enhancement factor > 1.72, ...) become level 9, and PBA's Posterize
+    always removes at least 4 bits (our milder values become level 0). Probability-only ops
+    get level 0.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import math
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+from . import space
+from .errors import HbaError
+from .files import atomic_write_text
+from .schedule import Schedule, load_schedule, schedule_json_text, stretch
+
+PBA_OP_ORDER: tuple[str, ...] = (
+    "AutoContrast", "Equalize", "Invert", "Rotate", "Posterize", "Solarize", "Color",
+    "Contrast", "Brightness", "Sharpness", "ShearX", "ShearY", "TranslateX", "TranslateY",
+    "Cutout",
+)
+PBA_LEVELS = np.arange(10)  # the levels PBA's search explores (0..9)
+PBA_IMAGE_SIZE = 32  # PBA's transforms are written for 32×32 images
+
+PBA_PARAMETER_MAX = 10
+
+
+def _pba_float(maxval: float) -> np.ndarray:  # PBA's float_parameter
+    return PBA_LEVELS * maxval / PBA_PARAMETER_MAX
+
+
+def _pba_int(maxval: int) -> np.ndarray:  # PBA's int_parameter
+    return np.floor(PBA_LEVELS * maxval / PBA_PARAMETER_MAX)
+
+
+_ENHANCE = 0.1 + _pba_float(1.8)
+# Value of every PBA level for each op with a magnitude, in our physical units.
+PBA_LEVEL_VALUES: dict[str, np.ndarray] = {
+    "ShearX": _pba_float(0.3),
+    "ShearY": _pba_float(0.3),
+    "TranslateX": _pba_int(10) / PBA_IMAGE_SIZE,
+    "TranslateY": _pba_int(10) / PBA_IMAGE_SIZE,
+    "Rotate": _pba_int(30),
+    "Solarize": _pba_int(256),
+    "Posterize": 4 + _pba_int(4),
+    "Color": _ENHANCE, "Contrast": _ENHANCE, "Brightness": _ENHANCE, "Sharpness": _ENHANCE,
+    "Cutout": _pba_int(20) / PBA_IMAGE_SIZE,
+}
+PBA_TRIAL = "hba"
+
+
+def export_schedule(schedule_path: str | Path, fmt: str, out: str | Path,
+                    epochs: int | None = None) -> None:
+    """Write the schedule at ``schedule_path`` to ``out`` in format ``fmt`` (json, csv, pba)."""
+    writer = _FORMATS.get(fmt)
+    if writer is None:
+        raise HbaError(f"unknown export format '{fmt}' (valid: {', '.join(_FORMATS)})")
+    if epochs is not None and epochs < 1:
+        raise HbaError(f"--epochs must be at least 1, got {epochs}")
+    schedule = load_schedule(schedule_path)
+    if epochs is not None:
+        schedule = stretch(schedule, epochs)
+    text = writer(schedule)
+    try:
+        atomic_write_text(out, text)
+    except OSError as exc:
+        raise HbaError(f"cannot write {out}: {exc.strerror or exc}") from None
+
+
+def csv_text(schedule: Schedule) -> str:
+    labels = [oc.label for oc in space.OP_COPIES]
+    header = ["epoch"] + [f"{label}_{kind}" for label in labels for kind in ("p", "m")]
+    probs, mags = schedule.probabilities(), schedule.magnitudes()
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow(header)
+    for epoch in range(schedule.epochs):
+        row: list[object] = [epoch]
+        for p, m in zip(probs[epoch], mags[epoch]):
+            row += [float(p), "" if math.isnan(m) else float(m)]
+        writer.writerow(row)
+    return buffer.getvalue()
+
+
+def pba_level(op: str, magnitude: float) -> int:
+    """The PBA level (0..9) whose value is nearest to ``magnitude`` (0 for probability-only ops)."""
+    values = PBA_LEVEL_VALUES.get(op)
+    if values is None:
+        return 0
+    return int(np.argmin(np.abs(values - magnitude)))  # argmin takes the first: ties go low
+
+
+def pba_policy(probabilities: np.ndarray, magnitudes: np.ndarray) -> list[int]:
+    """One epoch as PBA's 60-integer hp_policy vector."""
+    index = {(oc.op.name, oc.copy): i for i, oc in enumerate(space.OP_COPIES)}
+    vector: list[int] = []
+    for copy in range(space.NUM_COPIES):
+        for name in PBA_OP_ORDER:
+            i = index[(name, copy)]
+            vector += [int(round(10 * probabilities[i])), pba_level(name, magnitudes[i])]
+    return vector
+
+
+def pba_text(schedule: Schedule) -> str:
+    probs, mags = schedule.probabilities(), schedule.magnitudes()
+    policies = [pba_policy(probs[e], mags[e]) for e in range(schedule.epochs)]
+    starts = [e for e in range(schedule.epochs) if e == 0 or policies[e] != policies[e - 1]]
+    lines = []
+    previous = policies[0]
+    for start in starts:
+        line = [PBA_TRIAL, PBA_TRIAL, start, start,
+                {"hp_policy": previous}, {"hp_policy": policies[start]}]
+        lines.append(repr(line))
+        previous = policies[start]
+    return "\n".join(lines) + "\n"
+
+
+_FORMATS: dict[str, Callable[[Schedule], str]] = {
+    "json": schedule_json_text,
+    "csv": csv_text,
+    "pba": pba_text,
+}
