@@ -223,14 +223,18 @@ def _values_problem(ops: list[OpSeries], epochs: int) -> str | None:
                 return (f"ops[{i}].{name} has {len(values)} entries, "
                         f"expected one per epoch ({epochs})")
             array = np.asarray(values, dtype=np.float64)
+            entry = f"ops[{i}].{name}"
             bad = np.flatnonzero(~np.isfinite(array))
             if bad.size:
-                return f"ops[{i}].{name}[{bad[0]}] = {_fmt(array[bad[0]])} is not a finite number"
+                e = bad[0]
+                return (f"{entry}[{e}] = {_fmt(array[e])} is not a finite number "
+                        f"({series.label}, epoch {e})")
             bad = np.flatnonzero((array < low) | (array > high))
             if bad.size:
+                e = bad[0]
                 where = "" if name == "probability" else f"{series.op}'s range "
-                return (f"ops[{i}].{name}[{bad[0]}] = {_fmt(array[bad[0]])} is outside "
-                        f"{where}[{_fmt(low)}, {_fmt(high)}]")
+                return (f"{entry}[{e}] = {_fmt(array[e])} is outside "
+                        f"{where}[{_fmt(low)}, {_fmt(high)}] ({series.label}, epoch {e})")
     return None
 
 
@@ -283,11 +287,22 @@ def _read_json(path: Path) -> Any:
     try:
         return json.loads(text)
     except json.JSONDecodeError as exc:
-        if exc.pos >= len(text.rstrip()):
+        if not text.strip():
+            raise HbaError(f"{path}: the file is empty") from None
+        if _is_truncation(text, exc):
             raise HbaError(f"{path}: truncated JSON (the file ends at line {exc.lineno} "
                            f"before the document is complete)") from None
-        raise HbaError(f"{path}: not valid JSON ({exc.msg} at line {exc.lineno} "
+        raise HbaError(f"{path}: not valid JSON ({exc.msg}: line {exc.lineno} "
                        f"column {exc.colno})") from None
+
+
+def _is_truncation(text: str, exc: json.JSONDecodeError) -> bool:
+    """True when nothing but a cut-off token (number, word, string) follows the error."""
+    rest = text[exc.pos:].strip()
+    at_start = exc.pos <= len(text) - len(text.lstrip())
+    if at_start or exc.msg == "Extra data" or "\n" in rest:
+        return False
+    return exc.msg.startswith("Unterminated string") or not any(c in rest for c in "]},:")
 
 
 def _check_header(document: Any) -> None:
