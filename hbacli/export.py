@@ -13,20 +13,21 @@ csv
 pba
     The schedule log that PBA (arcelien/pba) replays with
     ``pba/train.py --use_hp_policy --hp_policy FILE --hp_policy_epochs E``, E being the number
-    of epochs of the exported schedule (PBA stretches it to its own ``--epochs``). Each line is a Python
-    literal ``[target_trial, clone_trial, target_epoch, clone_epoch, old_config, new_config]``
-    with ``config = {'hp_policy': [60 ints]}``; PBA's ``parse_log`` turns consecutive lines into
-    (epochs, policy) segments. Lines are written only where the policy changes, and
-    ``clone_epoch`` is the first epoch of each segment, so PBA uses the policy of line i from
-    that epoch until the next line's.
+    of epochs of the exported schedule (PBA repeats each epoch's policy to fill its own
+    ``--epochs``). Each line is a Python literal
+    ``[target_trial, clone_trial, target_epoch, clone_epoch, old_config, new_config]`` with
+    ``config = {'hp_policy': [60 ints]}``; PBA's ``parse_log`` turns consecutive lines into
+    (epochs, policy) segments. A line is written where the policy changes, its ``clone_epoch``
+    being the first epoch of the new policy, so PBA uses each line's policy from that epoch until
+    the next line's.
 
     ``hp_policy`` holds copy 0 of PBA's 15 ops and then copy 1, each op as a pair
     (probability × 10, level) in PBA's order: AutoContrast, Equalize, Invert, Rotate,
     Posterize, Solarize, Color, Contrast, Brightness, Sharpness, ShearX, ShearY, TranslateX,
-    TranslateY, Cutout. Probabilities are rounded to tenths (0..10). Levels are the integers
-    0..9 that PBA's search explores; each of our magnitudes becomes the level whose PBA value
-    is nearest (ties to the lower level), with PBA's level → value rules (PARAMETER_MAX = 10,
-    images 32×32 as in PBA):
+    TranslateY, Cutout. Probabilities become tenths 0..10 (nearest, halves up). Levels are the
+    integers 0..9 that PBA's search explores; each of our magnitudes becomes the level whose
+    PBA value is nearest (ties to the lower level), with PBA's level → value rules
+    (PARAMETER_MAX = 10, images 32×32 as in PBA):
 
     ============  ===============================  ================================
     op            PBA value at level L             in our units
@@ -129,6 +130,11 @@ def csv_text(schedule: Schedule) -> str:
     return buffer.getvalue()
 
 
+def pba_probability(probability: float) -> int:
+    """Probability in tenths, halves rounded up (so the initial 0.05 stays alive as 0.1)."""
+    return int(np.floor(10 * probability + 0.5))
+
+
 def pba_level(op: str, magnitude: float) -> int:
     """The PBA level (0..9) whose value is nearest to ``magnitude`` (0 for probability-only ops)."""
     values = PBA_LEVEL_VALUES.get(op)
@@ -144,7 +150,7 @@ def pba_policy(probabilities: np.ndarray, magnitudes: np.ndarray) -> list[int]:
     for copy in range(space.NUM_COPIES):
         for name in PBA_OP_ORDER:
             i = index[(name, copy)]
-            vector += [int(round(10 * probabilities[i])), pba_level(name, magnitudes[i])]
+            vector += [pba_probability(probabilities[i]), pba_level(name, magnitudes[i])]
     return vector
 
 

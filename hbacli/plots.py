@@ -1,7 +1,7 @@
 """`hba inspect`: a schedule drawn as the paper's Figure 4, in the terminal and as a PNG.
 
-(a) the sum over the 24 op copies with a magnitude of the normalised magnitude (m − lo)/(hi − lo),
-    per epoch, as a line plot (braille dots);
+(a) the sum over the 24 op copies with a magnitude of the normalised magnitude
+    (m − lo)/(hi − lo), per epoch, as a line plot (braille dots);
 (b) every op copy's probability per epoch as a heat map (one row per op copy, epochs resampled
     to the available columns by averaging).
 A short table follows: provenance, and the five most probable op copies at the start, middle and
@@ -36,6 +36,8 @@ MARGIN = LABEL_WIDTH + 2  # label, space, axis character
 LINE_ROWS = 8  # height of the line plot in characters (4 braille dots each)
 SHADES = " ░▒▓█"  # heat map without colour, lightest to darkest
 TOP_N = 5
+PANEL_A = f"sum of normalised magnitudes (m-lo)/(hi-lo), {space.NUM_MAGNITUDES} copies"
+PANEL_B = "probability of each op copy per epoch"
 
 # A perceptually ordered colour map (viridis' endpoints and three stops between).
 COLORMAP_STOPS = np.array([
@@ -95,7 +97,7 @@ def key_epochs(epochs: int) -> dict[str, int]:
 
 
 def nice_step(span: float, target: int = 4) -> float:
-    """The step of 1, 2 or 5 × 10^k nearest (in ratio) to cutting ``span`` into ``target`` parts."""
+    """The step of 1, 2 or 5 × 10^k nearest (in ratio) to ``span`` / ``target``."""
     raw = max(span, 1e-12) / target
     power = 10 ** np.floor(np.log10(raw))
     return float(min((m * power for m in (1, 2, 5, 10)), key=lambda step: abs(np.log(step / raw))))
@@ -196,8 +198,7 @@ def magnitude_panel(schedule: Schedule, width: int) -> Text:
     labelled = {0: high, middle: middle_value, LINE_ROWS - 1: low}
     text = Text()
     text.append("(a) ", style="bold")
-    text.append(f"sum of normalised magnitudes (m-lo)/(hi-lo) over "
-                f"{space.NUM_MAGNITUDES} op copies\n")
+    text.append(PANEL_A + "\n")
     for r, row in enumerate(rows):
         if r in labelled:
             text.append(f"{labelled[r]:>{LABEL_WIDTH}.2f} ┤", style="dim")
@@ -214,7 +215,7 @@ def heatmap_panel(schedule: Schedule, width: int, colour: bool) -> Text:
     fractions = bin_means(schedule.probabilities(), columns) / top  # (columns, 30)
     text = Text()
     text.append("(b) ", style="bold")
-    text.append("probability of each op copy per epoch\n")
+    text.append(PANEL_B + "\n")
     for i in HEATMAP_ORDER:
         text.append(f"{space.OP_COPIES[i].label:>{LABEL_WIDTH}}  ", style="dim")
         text.append_text(shade_cells(fractions[:, i], colour))
@@ -299,7 +300,7 @@ def title_parts(schedule: Schedule, title: str) -> list[str]:
     """The file name, then what the schedule is for, for the heading."""
     prov = schedule.provenance
     about = [] if prov is None else [prov.dataset, *([prov.model] if prov.model else [])]
-    return [title, *about, f"{schedule.epochs} epochs"]
+    return [title, *about, f"{schedule.epochs} epoch{'s' if schedule.epochs != 1 else ''}"]
 
 
 def schedule_renderables(schedule: Schedule, title: str, width: int = MAX_WIDTH,
@@ -348,8 +349,7 @@ def render_png(schedule: Schedule, title: str) -> Image.Image:
     draw.text((PNG_PAD, PNG_PAD), "  ·  ".join(title_parts(schedule, title)), fill=INK, font=bold)
 
     # (a) line plot
-    draw.text((PNG_PAD, a_top - 26), "(a) sum of normalised magnitudes (m-lo)/(hi-lo) "
-              f"over {space.NUM_MAGNITUDES} op copies", fill=INK, font=font)
+    draw.text((PNG_PAD, a_top - 26), f"(a) {PANEL_A}", fill=INK, font=font)
     series = normalised_magnitude_sum(schedule)
     low, high = float(series.min()), float(series.max())
     if high - low < 1e-9:
@@ -374,8 +374,7 @@ def render_png(schedule: Schedule, title: str) -> Image.Image:
     _png_epoch_axis(draw, schedule.epochs, plot_x0, plot_w, a_top + PNG_LINE_H, small)
 
     # (b) heat map
-    draw.text((PNG_PAD, b_top - 26), "(b) probability of each op copy per epoch", fill=INK,
-              font=font)
+    draw.text((PNG_PAD, b_top - 26), f"(b) {PANEL_B}", fill=INK, font=font)
     top = probability_scale(schedule)
     probs = schedule.probabilities()[:, list(HEATMAP_ORDER)]  # (epochs, 30 rows)
     cells = Image.fromarray(colormap(probs.T / top))  # one pixel per (row, epoch)

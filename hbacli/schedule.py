@@ -45,7 +45,8 @@ Number = Annotated[float, Field(strict=True)]
 Count = Annotated[int, Field(strict=True)]
 # The range of a probability is documented in the JSON Schema; it is enforced by
 # Schedule._check so that the message can name the exact entry.
-ProbabilityValue = Annotated[float, Field(strict=True, json_schema_extra={"minimum": 0, "maximum": 1})]
+ProbabilityValue = Annotated[float, Field(strict=True,
+                                          json_schema_extra={"minimum": 0, "maximum": 1})]
 
 
 class _Strict(BaseModel):
@@ -96,7 +97,7 @@ class Provenance(_Strict):
     command: str | None = Field(None, description="the command line that made the schedule")
     config: dict[str, Any] | None = Field(None, description="the resolved search configuration")
     created: datetime | None = None
-    note: str | None = Field(None, description="free text, e.g. that the schedule is an illustration")
+    note: str | None = Field(None, description="free text, e.g. that this is an illustration")
 
 
 class Schedule(_Strict):
@@ -183,7 +184,8 @@ def _ops_problem(ops: list[OpSeries]) -> str | None:
     """Unknown ops, missing or duplicate copies, wrong order, specs that disagree with space.py."""
     for i, series in enumerate(ops):
         if series.op not in space.OP_BY_NAME:
-            return f"ops[{i}].op: unknown operation '{series.op}' (known: {', '.join(space.OP_NAMES)})"
+            return (f"ops[{i}].op: unknown operation '{series.op}' "
+                    f"(known: {', '.join(space.OP_NAMES)})")
     labels = [series.label for series in ops]
     expected = [oc.label for oc in space.OP_COPIES]
     for label in labels:
@@ -269,7 +271,8 @@ def _compact_json(value: Any, indent: str = "") -> str:
         items = [f"{inner}{json.dumps(k)}: {_compact_json(v, inner)}" for k, v in value.items()]
         return "{\n" + ",\n".join(items) + "\n" + indent + "}"
     if isinstance(value, list) and any(isinstance(v, (dict, list)) for v in value):
-        return "[\n" + ",\n".join(inner + _compact_json(v, inner) for v in value) + "\n" + indent + "]"
+        items = [inner + _compact_json(v, inner) for v in value]
+        return "[\n" + ",\n".join(items) + "\n" + indent + "]"
     return json.dumps(value, allow_nan=False, ensure_ascii=False)
 
 
@@ -306,7 +309,7 @@ def _is_truncation(text: str, exc: json.JSONDecodeError) -> bool:
 
 
 def _check_header(document: Any) -> None:
-    """Format and version first, so that a foreign file gets a message about that, not its fields."""
+    """Format and version first: a foreign file gets a message about that, not its fields."""
     if not isinstance(document, dict):
         kind = "null" if document is None else type(document).__name__
         raise ValueError(f"not an {FORMAT_NAME} file (the JSON is a {kind}, expected an object)")

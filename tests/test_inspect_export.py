@@ -168,7 +168,7 @@ def test_export_pba_replays_to_the_schedule(tmp_path):
 
 
 def test_export_pba_levels_of_known_magnitudes(tmp_path):
-    """Hand-checked conversions: 15° → level 5, 0.45 of 32 px (14.4 px) → 9, factor 1.0 → 5."""
+    """Hand-checked: 15° → level 5, 0.45 of 32 px (14.4 px) → 9, factor 1.0 → 5."""
     document = json.loads(EXAMPLE.read_text())
     for series in document["ops"]:
         series["magnitude"] = None if series["magnitude"] is None else \
@@ -228,7 +228,8 @@ def test_broken_files_fail_cleanly(tmp_path):
     outputs = tmp_path / "out"
     outputs.mkdir()
     expected = {"truncated": "truncated JSON", "not JSON": "not valid JSON",
-                "wrong version": "version 2 is not supported", "probability 1.7": "= 1.7 is outside",
+                "wrong version": "version 2 is not supported",
+                "probability 1.7": "ops[3].probability[12] = 1.7 is outside [0, 1]",
                 "NaN": "is not a finite number", "unknown op": "unknown operation 'Twirl'",
                 "length mismatch": "201 entries", "missing file": "no such file"}
     for name, path in broken_files(inputs).items():

@@ -129,8 +129,9 @@ REJECTIONS = {
     "Infinity magnitude": (lambda: json.dumps(with_change(_set(("ops", 4, "magnitude", 1),
                                                                math.inf))),
                            r"ops\[4\]\.magnitude\[1\] = inf is not a finite number"),
-    "magnitude out of range": (lambda: with_change(_set(("ops", 4, "magnitude", 9), 45.0)),
-                               r"ops\[4\]\.magnitude\[9\] = 45 is outside Rotate's range \[0, 30\]"),
+    "magnitude out of range": (
+        lambda: with_change(_set(("ops", 4, "magnitude", 9), 45.0)),
+        r"ops\[4\]\.magnitude\[9\] = 45 is outside Rotate's range \[0, 30\] \(Rotate#0, epoch 9\)"),
     "unknown op": (lambda: with_change(_set(("ops", 2, "op"), "Twirl")),
                    r"ops\[2\]\.op: unknown operation 'Twirl'"),
     "length mismatch": (lambda: with_change(lambda d: d["ops"][9]["probability"].pop()),

@@ -16,7 +16,7 @@ def test_every_checked_in_schema_matches_its_model():
         assert path.is_file(), f"schemas/{file_name} ({target}) is missing: {FIX}"
         if path.read_text(encoding="utf-8") != schema_text(target):
             stale.append(file_name)
-    assert not stale, f"schemas/{', schemas/'.join(stale)} differ from the models: {FIX}"
+    assert not stale, f"out of date with their models: schemas/{', schemas/'.join(stale)}; {FIX}"
 
 
 def test_every_schema_file_has_a_model():
