@@ -15,9 +15,11 @@ broadcast over spatial positions; no per-example loop and no per-example weights
 Initialisation (so the converted network starts as the plain one): φ0 is a copy of the
 plain layer's parameters; φU is drawn like PyTorch's default init of that layer type
 (U(±1/√fan_in) for conv and linear weights and biases; ones for BN's γ and β so both
-affine paths are live); φV ~ N(0, (0.01/√n)²). φV is small so the λ-path perturbs the
-output by about 1% at λ of order 1, but not zero: with φV = 0 the gradient reaching λ at
-the first step would be exactly zero. Gradients reach φV (through s) and φU from step 1.
+affine paths are live); φV ~ N(0, (0.01/√n)²), so s(λ) has standard deviation
+0.01·rms(λ): at HBA's starting point (every λ = logit 0.05 ≈ -2.9, plus N(0, 1) noise) a
+BN's γ and β move by about ±0.03 and a conv's filters by about 1%. φV is small but not
+zero: with φV = 0 the gradient reaching λ at the first step would be exactly zero.
+Gradients reach λ, φV (through s) and φU from the first step.
 
 This module knows nothing about augmentation: λ is any (N, n) tensor.
 """
