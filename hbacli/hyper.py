@@ -108,7 +108,8 @@ class HyperConv2d(HyperLayer):
         super().__init__()
         self.in_channels, self.out_channels = conv.in_channels, conv.out_channels
         self.kernel_size, self.stride, self.padding = conv.kernel_size, conv.stride, conv.padding
-        self.dilation, self.groups, self.padding_mode = conv.dilation, conv.groups, conv.padding_mode
+        self.dilation, self.groups = conv.dilation, conv.groups
+        self.padding_mode = conv.padding_mode
         self._padding_repeated = conv._reversed_padding_repeated_twice
         self.weight = _copy(conv.weight)
         self.bias = _copy(conv.bias)
