@@ -1,0 +1,706 @@
+"""Datasets: names, finding the images on disk, decoding and caching them, seeded splits.
+
+``load_dataset(name)`` turns a name (``reduced-cifar10``, ``imagefolder:PATH``, …) into an
+``ImageSplits``: uint8 images and int64 labels for train / validation / test, plus the
+per-channel mean and std of the training split. Where the images come from, in order:
+
+1. torchvision's own files in the data directory (``cifar-10-batches-py/``, ``train_32x32.mat``…);
+2. an ImageFolder tree or archive there (``cifar10/``, ``cifar10.tar.gz``, ``cifar10-jpeg.tar.gz``…)
+   with ``train/<class>/*`` and ``test/<class>/*`` (``val/`` stands in for a missing ``test/``);
+3. a torchvision download into the data directory.
+
+Decoded images are cached as uint8 arrays in the cache directory, keyed by the source files'
+paths, sizes and modification times, so only the first load decodes. Nothing is ever written
+into a folder data is read from (except torchvision's own download, which the user asked for).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import logging
+import os
+import tarfile
+import warnings
+import zipfile
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path, PurePosixPath
+from typing import Callable, Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from .errors import HbaError
+from .files import atomic_write_bytes
+
+log = logging.getLogger("hba.data")
+
+IMAGEFOLDER_PREFIX = "imagefolder:"
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".tiff", ".webp")
+SPLIT_FOLDERS = ("train", "extra", "val", "test")
+# ImageFolder data whose images differ in size (or are larger than this) is resized to
+# MIXED_SIZE_SIDE, the scale the paper searches at (CIFAR, reduced ImageNet).
+MAX_KEPT_SIDE = 64
+MIXED_SIZE_SIDE = 32
+STREAM_SIDE = 256          # full ImageNet: workers hand out 256×256 uint8 crops
+REDUCED_IMAGENET_SIDE = 32
+REDUCED_IMAGENET_CLASSES = 120
+REDUCED_IMAGENET_CLASS_SEED = 0    # fixed: the class subset never depends on --split-seed
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+DIGITS_TEST_SIZE = 397
+DIGITS_TEST_SEED = 0               # fixed: the digits test set never depends on --split-seed
+CACHE_FORMAT = 1
+
+
+@dataclass
+class ImageSplits:
+    """Train / validation / test images of one dataset, uint8 N×3×H×W on the CPU.
+
+    ``train_index`` and ``val_index`` say which images of the source's training pool (in its
+    file order) went where, so a split can be audited and reproduced. For full ImageNet the
+    image tensors are empty and ``files`` lists the image paths of each split (streamed).
+    """
+
+    name: str
+    family: str
+    classes: list[str]
+    train_images: torch.Tensor
+    train_labels: torch.Tensor
+    val_images: torch.Tensor
+    val_labels: torch.Tensor
+    test_images: torch.Tensor
+    test_labels: torch.Tensor
+    mean: tuple[float, float, float]
+    std: tuple[float, float, float]
+    train_index: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
+    val_index: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
+    files: dict[str, list[str]] | None = None
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.classes)
+
+
+@dataclass
+class _Pool:
+    """A dataset before splitting: the training pool and the untouched test set (numpy)."""
+
+    classes: list[str]
+    train_images: np.ndarray
+    train_labels: np.ndarray
+    test_images: np.ndarray
+    test_labels: np.ndarray
+
+
+@dataclass
+class _FileList:
+    """A dataset too large for memory: image paths and labels, streamed by workers."""
+
+    classes: list[str]
+    train_paths: list[str]
+    train_labels: np.ndarray
+    test_paths: list[str]
+    test_labels: np.ndarray
+
+
+# --------------------------------------------------------------------------- where things live
+
+def cache_dir() -> Path:
+    """$HBA_CACHE, else $XDG_CACHE_HOME/hba, else ~/.cache/hba."""
+    if os.environ.get("HBA_CACHE"):
+        return Path(os.environ["HBA_CACHE"]).expanduser()
+    xdg = os.environ.get("XDG_CACHE_HOME")
+    return (Path(xdg).expanduser() if xdg else Path.home() / ".cache") / "hba"
+
+
+def default_data_dir() -> Path:
+    """$HBA_DATA, else <cache>/datasets (where downloads go when nothing else is said)."""
+    if os.environ.get("HBA_DATA"):
+        return Path(os.environ["HBA_DATA"]).expanduser()
+    return cache_dir() / "datasets"
+
+
+# --------------------------------------------------------------------------- the registry
+
+@dataclass(frozen=True)
+class _TorchvisionFiles:
+    """torchvision's own on-disk layout of a dataset and how to read (or download) it."""
+
+    files: tuple[str, ...]                       # relative to the root; all must exist
+    read: Callable[[Path, bool], _Pool]          # (root, download) -> pool
+
+
+@dataclass(frozen=True)
+class _Source:
+    key: str                                     # names the cache entries
+    folder_names: tuple[str, ...]                # ImageFolder tree/archive stems to look for
+    torchvision: _TorchvisionFiles | None = None
+    train_folders: tuple[str, ...] = ("train",)  # ImageFolder splits that form the training pool
+    side: int | None = None                      # resize every image to side×side
+    class_subset: int | None = None              # keep this many classes (seeded, fixed)
+    streamed: bool = False                       # too large for memory: list files only
+
+
+@dataclass(frozen=True)
+class _Recipe:
+    source: _Source
+    family: str
+    train_size: int | None       # None: every pool image not in the validation set
+    val_size: int
+
+
+def _nchw(hwc: np.ndarray) -> np.ndarray:
+    return np.ascontiguousarray(hwc.transpose(0, 3, 1, 2))
+
+
+def _read_cifar(class_name: str) -> Callable[[Path, bool], _Pool]:
+    def read(root: Path, download: bool) -> _Pool:
+        from torchvision import datasets
+
+        cls = getattr(datasets, class_name)
+        train = cls(str(root), train=True, download=download)
+        test = cls(str(root), train=False, download=False)
+        return _Pool(list(train.classes), _nchw(train.data), np.asarray(train.targets, np.int64),
+                     _nchw(test.data), np.asarray(test.targets, np.int64))
+
+    return read
+
+
+def _read_svhn(with_extra: bool) -> Callable[[Path, bool], _Pool]:
+    def read(root: Path, download: bool) -> _Pool:
+        from torchvision.datasets import SVHN
+
+        try:
+            parts = [SVHN(str(root), split=s, download=download)
+                     for s in (("train", "extra") if with_extra else ("train",))]
+            test = SVHN(str(root), split="test", download=download)
+        except ImportError:
+            raise HbaError("reading SVHN's .mat files needs scipy: pip install scipy") from None
+        return _Pool([str(d) for d in range(10)],
+                     np.concatenate([p.data for p in parts]),
+                     np.concatenate([p.labels for p in parts]).astype(np.int64),
+                     test.data, test.labels.astype(np.int64))
+
+    return read
+
+
+_CIFAR10_FILES = tuple(f"cifar-10-batches-py/{f}" for f in
+                       ("data_batch_1", "data_batch_2", "data_batch_3", "data_batch_4",
+                        "data_batch_5", "test_batch", "batches.meta"))
+_CIFAR100_FILES = tuple(f"cifar-100-python/{f}" for f in ("train", "test", "meta"))
+_SVHN_CORE = ("train_32x32.mat", "test_32x32.mat")
+
+_SOURCES = {
+    "cifar10": _Source("cifar10", ("cifar10",), _TorchvisionFiles(_CIFAR10_FILES,
+                                                                  _read_cifar("CIFAR10"))),
+    "cifar100": _Source("cifar100", ("cifar100",), _TorchvisionFiles(_CIFAR100_FILES,
+                                                                     _read_cifar("CIFAR100"))),
+    "svhn-core": _Source("svhn-core", ("svhn",), _TorchvisionFiles(_SVHN_CORE, _read_svhn(False))),
+    # PBA's full SVHN trains on core + extra (604,388 images).
+    "svhn-full": _Source("svhn-full", ("svhn",),
+                         _TorchvisionFiles(_SVHN_CORE + ("extra_32x32.mat",), _read_svhn(True)),
+                         train_folders=("train", "extra")),
+    "reduced-imagenet": _Source("reduced-imagenet", ("reduced-imagenet", "imagenet32", "imagenet"),
+                                side=REDUCED_IMAGENET_SIDE,
+                                class_subset=REDUCED_IMAGENET_CLASSES),
+    "imagenet": _Source("imagenet", ("imagenet", "ILSVRC2012"), streamed=True),
+}
+
+RECIPES: dict[str, _Recipe] = {
+    "reduced-cifar10": _Recipe(_SOURCES["cifar10"], "cifar", 4000, 10000),
+    "cifar10": _Recipe(_SOURCES["cifar10"], "cifar", None, 10000),
+    "reduced-cifar100": _Recipe(_SOURCES["cifar100"], "cifar", 4000, 10000),
+    "cifar100": _Recipe(_SOURCES["cifar100"], "cifar", None, 10000),
+    "reduced-svhn": _Recipe(_SOURCES["svhn-core"], "svhn", 4000, 10000),
+    "svhn": _Recipe(_SOURCES["svhn-full"], "svhn", None, 10000),
+    "reduced-imagenet": _Recipe(_SOURCES["reduced-imagenet"], "imagenet", 6000, 10000),
+    "imagenet": _Recipe(_SOURCES["imagenet"], "imagenet", None, 10000),
+}
+DIGITS_TRAIN_SIZE, DIGITS_VAL_SIZE = 1000, 400
+DATASET_NAMES: tuple[str, ...] = ("digits", *RECIPES)
+
+
+# --------------------------------------------------------------------------- public entry
+
+def load_dataset(name: str, data_dir: str | os.PathLike | None = None,
+                 train_size: int | None = None, val_size: int | None = None,
+                 split_seed: int = 0, download: bool = True,
+                 cache: str | os.PathLike | None = None) -> ImageSplits:
+    """Find (or download), decode (or read from the cache) and split a dataset.
+
+    The validation set is drawn first from the source's training pool, then the training set
+    from the rest, both by ``split_seed``; the test set is the source's own and never sampled.
+    ``val_size=0`` gives an empty validation set. HbaError (one line) when the data is not
+    found or the sizes do not fit.
+    """
+    data_root = Path(data_dir).expanduser() if data_dir is not None else default_data_dir()
+    cache_root = Path(cache).expanduser() if cache is not None else cache_dir()
+    for size, what in ((train_size, "train_size"), (val_size, "val_size")):
+        if size is not None and size < 0:
+            raise HbaError(f"{what} must be >= 0, got {size}")
+    if name == "digits":
+        pool, family = _digits_pool(), "digits"
+        default_train, default_val = DIGITS_TRAIN_SIZE, DIGITS_VAL_SIZE
+    elif name.startswith(IMAGEFOLDER_PREFIX):
+        pool, family = _imagefolder_pool(name[len(IMAGEFOLDER_PREFIX):], data_root, cache_root), \
+            "imagefolder"
+        # A user's data has no published split: a fifth (at most 10,000) validates.
+        default_train, default_val = None, min(10000, len(pool.train_labels) // 5)
+    elif name in RECIPES:
+        recipe = RECIPES[name]
+        family, default_train, default_val = recipe.family, recipe.train_size, recipe.val_size
+        if recipe.source.streamed:
+            files = _find_file_list(name, recipe.source, data_root)
+            return _streamed_splits(name, family, files, train_size, val_size if val_size
+                                    is not None else default_val, split_seed)
+        pool = _find_pool(name, recipe.source, data_root, cache_root, download)
+    else:
+        raise HbaError(f"unknown dataset '{name}' (known: {', '.join(DATASET_NAMES)}, "
+                       "imagefolder:PATH)")
+    val_n = default_val if val_size is None else val_size
+    train_n = default_train if train_size is None else train_size
+    train_idx, val_idx = split_indices(len(pool.train_labels), train_n, val_n, split_seed, name)
+    train_images = pool.train_images[train_idx]
+    mean, std = channel_stats(train_images)
+    return ImageSplits(
+        name=name, family=family, classes=list(pool.classes),
+        train_images=torch.from_numpy(train_images),
+        train_labels=torch.from_numpy(pool.train_labels[train_idx].astype(np.int64)),
+        val_images=torch.from_numpy(pool.train_images[val_idx]),
+        val_labels=torch.from_numpy(pool.train_labels[val_idx].astype(np.int64)),
+        test_images=torch.from_numpy(np.ascontiguousarray(pool.test_images)),
+        test_labels=torch.from_numpy(pool.test_labels.astype(np.int64)),
+        mean=mean, std=std, train_index=train_idx, val_index=val_idx)
+
+
+# --------------------------------------------------------------------------- splits, statistics
+
+def split_indices(pool_size: int, train_size: int | None, val_size: int, seed: int,
+                  name: str = "the dataset") -> tuple[np.ndarray, np.ndarray]:
+    """Seeded, disjoint (train, val) positions in a pool; validation is drawn first.
+
+    Drawing validation first keeps it the same whatever ``train_size`` is. ``train_size=None``
+    takes every remaining image. Both index arrays are sorted (pool order).
+    """
+    if val_size > pool_size:
+        raise HbaError(f"val_size {val_size} exceeds the {pool_size} training images of {name}")
+    rest = pool_size - val_size
+    if train_size is None:
+        train_size = rest
+    if train_size > rest:
+        raise HbaError(f"train_size {train_size} + val_size {val_size} exceed the {pool_size} "
+                       f"training images of {name}")
+    order = np.random.default_rng(seed).permutation(pool_size)
+    return np.sort(order[val_size:val_size + train_size]), np.sort(order[:val_size])
+
+
+def channel_stats(images: np.ndarray, chunk: int = 8192) -> tuple[tuple[float, float, float],
+                                                                   tuple[float, float, float]]:
+    """Exact per-channel mean and std (0..1 scale) of uint8 N×3×H×W, from value histograms.
+
+    Histograms keep memory flat for SVHN's 600k images where a float copy would not fit.
+    """
+    if len(images) == 0:
+        raise HbaError("the training split is empty")
+    counts = np.zeros((3, 256), np.int64)
+    for start in range(0, len(images), chunk):
+        block = images[start:start + chunk]
+        for c in range(3):
+            counts[c] += np.bincount(block[:, c].ravel(), minlength=256)
+    values = np.arange(256, dtype=np.float64) / 255.0
+    n = counts.sum(axis=1)
+    mean = counts @ values / n
+    std = np.sqrt(np.maximum(counts @ values**2 / n - mean**2, 0.0))
+    return tuple(float(m) for m in mean), tuple(float(s) for s in std)
+
+
+# --------------------------------------------------------------------------- digits
+
+def _digits_pool() -> _Pool:
+    """scikit-learn's 8×8 digits (UCI), 0..16 → 0..255, bilinear to 32×32, grey → RGB.
+
+    The 397-image test set is fixed (seed DIGITS_TEST_SEED); the other 1,400 are the pool.
+    """
+    with resources.files("hbacli").joinpath("assets/digits.npz").open("rb") as f:
+        data = np.load(f)
+        images, labels = data["images"], data["labels"].astype(np.int64)
+    scaled = torch.from_numpy(images).float()[:, None] * (255.0 / 16.0)
+    upsampled = F.interpolate(scaled, size=(32, 32), mode="bilinear", align_corners=False)
+    rgb = upsampled.round().clamp(0, 255).to(torch.uint8).expand(-1, 3, -1, -1).numpy()
+    order = np.random.default_rng(DIGITS_TEST_SEED).permutation(len(labels))
+    test, pool = np.sort(order[:DIGITS_TEST_SIZE]), np.sort(order[DIGITS_TEST_SIZE:])
+    return _Pool([str(d) for d in range(10)], np.ascontiguousarray(rgb[pool]), labels[pool],
+                 np.ascontiguousarray(rgb[test]), labels[test])
+
+
+# --------------------------------------------------------------------------- finding named data
+
+def _folder_candidates(root: Path, stems: Sequence[str], archives: bool = True) -> list[Path]:
+    names = [n for stem in stems for n in (stem, f"{stem}-jpeg", f"{stem}-png", f"{stem}-images")]
+    suffixes = ("", ".tar", ".tar.gz", ".tgz") if archives else ("",)
+    return [root / f"{n}{s}" for n in names for s in suffixes]
+
+
+def _looked_for(stems: Sequence[str], archives: bool = True) -> str:
+    forms = "/, .tar, .tar.gz, .tgz" if archives else "/"
+    return (f"an ImageFolder tree{' or archive' if archives else ''} "
+            f"{'|'.join(stems)}[-jpeg|-png|-images][{forms}] with train/ and test/")
+
+
+def _one_line(exc: BaseException) -> str:
+    text = " ".join(str(exc).split()) or type(exc).__name__
+    return text if len(text) <= 160 else text[:157] + "..."
+
+
+def _find_pool(name: str, source: _Source, root: Path, cache: Path, download: bool) -> _Pool:
+    tv = source.torchvision
+    looked = []
+    if tv is not None:
+        looked.append(f"torchvision's {', '.join(sorted({f.split('/')[0] for f in tv.files}))}")
+        for tv_root in (root, root / source.folder_names[0]):
+            present = [tv_root / f for f in tv.files]
+            if all(p.is_file() for p in present):
+                return _cached(cache, source.key, present, {},
+                               lambda r=tv_root: _torchvision_read(tv, r, False, name))
+    looked.append(_looked_for(source.folder_names))
+    for candidate in _folder_candidates(root, source.folder_names):
+        if candidate.exists():
+            return _folder_pool(candidate, source, cache)
+    failure = "download not allowed"
+    if tv is not None and download:
+        log.info("%s not found in %s: downloading with torchvision", name, root)
+        try:
+            pool = _torchvision_read(tv, root, True, name)
+        except HbaError:
+            raise
+        except Exception as exc:   # network, permissions, disk: all one line for the user
+            failure = f"download failed ({_one_line(exc)})"
+        else:
+            present = [root / f for f in tv.files]
+            _store(cache, source.key, present, {}, pool)
+            return pool
+    elif tv is None:
+        failure = "torchvision cannot download it"
+    raise HbaError(f"dataset {name} not found in {root}: looked for {' and '.join(looked)}; "
+                   f"{failure}; put the data there, or point --data-dir or HBA_DATA at it")
+
+
+def _torchvision_read(tv: _TorchvisionFiles, root: Path, download: bool, name: str) -> _Pool:
+    try:
+        return tv.read(root, download)
+    except RuntimeError as exc:   # torchvision's "Dataset not found or corrupted"
+        if download:
+            raise
+        raise HbaError(f"torchvision could not read {name} in {root}: {_one_line(exc)}") from None
+
+
+def _find_file_list(name: str, source: _Source, root: Path) -> _FileList:
+    """Full ImageNet: a directory tree (torchvision's ImageNet layout is one), never decoded."""
+    for candidate in _folder_candidates(root, source.folder_names, archives=False):
+        if candidate.is_dir():
+            return _tree_file_list(candidate)
+    raise HbaError(f"dataset {name} not found in {root}: looked for "
+                   f"{_looked_for(source.folder_names, archives=False)} (val/ stands for test/); "
+                   "torchvision cannot download it; unpack ImageNet there, or point --data-dir or "
+                   "HBA_DATA at it")
+
+
+def _imagefolder_pool(path_text: str, data_root: Path, cache: Path) -> _Pool:
+    if not path_text:
+        raise HbaError("imagefolder needs a path: imagefolder:PATH (a directory with train/ and "
+                       "test/, or a .tar/.tar.gz of one)")
+    path = Path(path_text).expanduser()
+    tried = [path]
+    if not path.exists() and not path.is_absolute():
+        path = data_root / path_text
+        tried.append(path)
+    if not path.exists():
+        raise HbaError(f"imagefolder path not found: {' or '.join(map(str, tried))} (give a "
+                       "directory with train/<class>/ and test/<class>/, or a .tar/.tar.gz of one)")
+    return _folder_pool(path, _Source("imagefolder", ()), cache)
+
+
+# --------------------------------------------------------------------------- the decoded cache
+
+def _signature(path: Path) -> list:
+    st = path.stat()
+    return [str(path.resolve()), st.st_size, st.st_mtime_ns]
+
+
+def _cache_path(cache: Path, key: str, files: Sequence[Path], params: dict) -> Path:
+    description = json.dumps({"format": CACHE_FORMAT, "source": key, "params": params,
+                              "files": [_signature(f) for f in files]}, sort_keys=True)
+    digest = hashlib.sha256(description.encode()).hexdigest()[:20]
+    return cache / "decoded" / f"{key}-{digest}.npz"
+
+
+def _cached(cache: Path, key: str, files: Sequence[Path], params: dict,
+            read: Callable[[], _Pool]) -> _Pool:
+    """The decoded pool from the cache when its source files are unchanged, else read + store."""
+    path = _cache_path(cache, key, files, params)
+    if path.is_file():
+        try:
+            with np.load(path, allow_pickle=False) as z:
+                return _Pool([str(c) for c in z["classes"]], z["train_images"], z["train_labels"],
+                             z["test_images"], z["test_labels"])
+        except (OSError, ValueError, KeyError, zipfile.BadZipFile) as exc:
+            log.warning("ignoring unreadable cache %s (%s)", path, _one_line(exc))
+    pool = read()
+    _store(cache, key, files, params, pool)
+    return pool
+
+
+def _store(cache: Path, key: str, files: Sequence[Path], params: dict, pool: _Pool) -> None:
+    """Write the cache atomically; a cache that cannot be written only costs time later."""
+    path = _cache_path(cache, key, files, params)
+    buffer = io.BytesIO()
+    np.savez(buffer, classes=np.array(pool.classes, dtype=str), train_images=pool.train_images,
+             train_labels=pool.train_labels, test_images=pool.test_images,
+             test_labels=pool.test_labels)
+    try:
+        atomic_write_bytes(path, buffer.getbuffer())
+    except OSError as exc:
+        warnings.warn(f"could not write the decoded-image cache {path}: {_one_line(exc)}",
+                      stacklevel=3)
+
+
+# --------------------------------------------------------------------------- ImageFolder data
+
+@dataclass
+class _Record:
+    split: str
+    cls: str
+    name: str
+    payload: bytes | Path
+
+
+def _is_image(name: str) -> bool:
+    base = PurePosixPath(name).name
+    return not base.startswith(".") and base.lower().endswith(IMAGE_EXTENSIONS)
+
+
+def _tree_records(root: Path) -> list[_Record]:
+    """train/<class>/<file> (and extra/, val/, test/) under a directory, names sorted."""
+    records = []
+    for split in SPLIT_FOLDERS:
+        split_dir = root / split
+        if not split_dir.is_dir():
+            continue
+        for class_dir in sorted(p for p in split_dir.iterdir()
+                                if p.is_dir() and not p.name.startswith(".")):
+            for entry in sorted(os.scandir(class_dir), key=lambda e: e.name):
+                if entry.is_file() and _is_image(entry.name):
+                    records.append(_Record(split, class_dir.name, entry.name, Path(entry.path)))
+    return records
+
+
+def _archive_records(path: Path) -> list[_Record]:
+    """Members …/<split>/<class>/<file> of a tar (any compression), read in one pass."""
+    records = []
+    try:
+        with tarfile.open(path, "r:*") as tar:
+            for member in tar:
+                parts = PurePosixPath(member.name).parts
+                if (member.isfile() and len(parts) >= 3 and parts[-3] in SPLIT_FOLDERS
+                        and _is_image(member.name)):
+                    records.append(_Record(parts[-3], parts[-2], parts[-1],
+                                           tar.extractfile(member).read()))
+    except (tarfile.TarError, OSError, EOFError) as exc:
+        raise HbaError(f"cannot read archive {path}: {_one_line(exc)}") from None
+    return sorted(records, key=lambda r: (r.split, r.cls, r.name))
+
+
+def _folder_records(path: Path) -> list[_Record]:
+    if path.is_dir():
+        return _tree_records(path)
+    if path.is_file() and tarfile.is_tarfile(path):
+        return _archive_records(path)
+    raise HbaError(f"{path} is neither a directory nor a .tar/.tar.gz archive")
+
+
+def _pick_test_split(records: Sequence[_Record], where: Path) -> str:
+    splits = {r.split for r in records}
+    if "train" not in splits:
+        raise HbaError(f"no images in {where}/train/<class>/ (ImageFolder layout: "
+                       "train/<class>/*.jpg and test/<class>/*.jpg)")
+    for split in ("test", "val"):
+        if split in splits:
+            return split
+    raise HbaError(f"no test/<class>/ (or val/<class>/) images in {where}")
+
+
+def _train_classes(records: Sequence[_Record], test_split: str, where: Path) -> list[str]:
+    """The sorted class folders of train/ (ImageFolder's order); test classes must be among them."""
+    classes = sorted({r.cls for r in records if r.split == "train"})
+    unknown = sorted({r.cls for r in records if r.split == test_split} - set(classes))
+    if unknown:
+        raise HbaError(f"{where}: {test_split}/ has classes missing from train/: "
+                       f"{', '.join(unknown[:5])}")
+    return classes
+
+
+def _label_records(records: Sequence[_Record], classes: list[str],
+                   split: str) -> tuple[list[_Record], np.ndarray]:
+    index = {c: i for i, c in enumerate(classes)}
+    chosen = [r for r in records if r.split == split and r.cls in index]
+    return chosen, np.array([index[r.cls] for r in chosen], np.int64)
+
+
+def _folder_pool(path: Path, source: _Source, cache: Path) -> _Pool:
+    """An ImageFolder tree or archive, decoded once and cached."""
+    # An archive is one file, keyed as such; a tree is keyed by its listing (cheap to take).
+    if path.is_dir():
+        listing = [r.payload for r in _tree_records(path)]
+        if not listing:
+            raise HbaError(f"no images found under {path} (ImageFolder layout: "
+                           "train/<class>/*.jpg and test/<class>/*.jpg)")
+        key_files: Sequence[Path] = listing
+    else:
+        key_files = [path]
+    params = {"side": source.side, "classes": source.class_subset,
+              "train": list(source.train_folders)}
+    return _cached(cache, source.key, key_files, params, lambda: _decode_folder(path, source))
+
+
+def _decode_folder(path: Path, source: _Source) -> _Pool:
+    records = _folder_records(path)
+    test_split = _pick_test_split(records, path)
+    classes = _train_classes(records, test_split, path)
+    if source.class_subset is not None:
+        classes = _subset_classes(classes, source.class_subset, path)
+    train, train_labels = [], []
+    for split in source.train_folders:
+        chosen, labels = _label_records(records, classes, split)
+        train += chosen
+        train_labels.append(labels)
+    test, test_labels = _label_records(records, classes, test_split)
+    log.info("decoding %d images of %s (once; cached afterwards)", len(train) + len(test), path)
+    # Train and test are decoded together so that they end up the same size.
+    images = decode_images([r.payload for r in train + test], source.side)
+    return _Pool(classes, images[:len(train)], np.concatenate(train_labels),
+                 images[len(train):], test_labels)
+
+
+def _subset_classes(classes: list[str], count: int, where: Path) -> list[str]:
+    if len(classes) < count:
+        raise HbaError(f"{where} has {len(classes)} classes; reduced ImageNet needs {count}")
+    chosen = np.random.default_rng(REDUCED_IMAGENET_CLASS_SEED).choice(len(classes), count,
+                                                                        replace=False)
+    return [classes[i] for i in sorted(chosen)]
+
+
+def _tree_file_list(root: Path) -> _FileList:
+    records = _tree_records(root)
+    test_split = _pick_test_split(records, root)
+    classes = _train_classes(records, test_split, root)
+    train, train_labels = _label_records(records, classes, "train")
+    test, test_labels = _label_records(records, classes, test_split)
+    return _FileList(classes, [str(r.payload) for r in train], train_labels,
+                     [str(r.payload) for r in test], test_labels)
+
+
+# --------------------------------------------------------------------------- decoding
+
+class _MixedSizes(Exception):
+    """The images do not share one small size: decode again with resizing."""
+
+
+def decode_images(payloads: Sequence[bytes | Path], side: int | None = None,
+                  workers: int | None = None) -> np.ndarray:
+    """Encoded images (bytes or paths) → uint8 N×3×H×W RGB.
+
+    Without ``side``, images that all share one size of at most MAX_KEPT_SIDE keep it;
+    otherwise every image is resized (shorter side) and centre-cropped to ``side`` (default
+    MIXED_SIZE_SIDE). Native-size decoding uses torchvision's decoder (fast for small images);
+    resizing uses PIL's JPEG draft mode, in worker processes when there are many images.
+    """
+    if side is None:
+        try:
+            return _decode_native(payloads)
+        except _MixedSizes:
+            side = MIXED_SIZE_SIDE
+    return _decode_resized(payloads, side, workers)
+
+
+def _torchvision_decode(payload: bytes | Path) -> np.ndarray:
+    """~2.5× faster than PIL on 32×32 JPEGs, same pixels (both libjpeg-turbo)."""
+    from torchvision.io import ImageReadMode, decode_image
+
+    data = payload.read_bytes() if isinstance(payload, Path) else payload
+    with warnings.catch_warnings():   # torchvision 0.29 deprecates its decoders for torchcodec
+        warnings.simplefilter("ignore", DeprecationWarning)
+        return decode_image(torch.frombuffer(bytearray(data), dtype=torch.uint8),
+                            mode=ImageReadMode.RGB).numpy()
+
+
+def _decode_native(payloads: Sequence[bytes | Path]) -> np.ndarray:
+    out: np.ndarray | None = None
+    for i, payload in enumerate(payloads):
+        try:
+            image = _torchvision_decode(payload)
+        except (RuntimeError, ImportError):   # a format (bmp, tiff…) or a torchvision without it
+            image = _pil_decode(payload, None)
+        if out is None:
+            if max(image.shape[1:]) > MAX_KEPT_SIDE:
+                raise _MixedSizes
+            out = np.empty((len(payloads), *image.shape), np.uint8)
+        elif image.shape != out.shape[1:]:
+            raise _MixedSizes
+        out[i] = image
+    if out is None:
+        return np.zeros((0, 3, MIXED_SIZE_SIDE, MIXED_SIZE_SIDE), np.uint8)
+    return out
+
+
+def _pil_decode(payload: bytes | Path, side: int | None) -> np.ndarray:
+    """One image with PIL, optionally shorter side → ``side`` and centre crop to side×side."""
+    from PIL import Image, ImageOps, UnidentifiedImageError
+
+    try:
+        with Image.open(payload if isinstance(payload, Path) else io.BytesIO(payload)) as im:
+            if side is not None:
+                im.draft("RGB", (side, side))   # JPEG: decode at the smallest scale ≥ side
+                im = ImageOps.fit(im.convert("RGB"), (side, side), Image.BICUBIC)
+            return np.asarray(im.convert("RGB")).transpose(2, 0, 1)
+    except (UnidentifiedImageError, OSError) as exc:
+        where = payload if isinstance(payload, Path) else "an archive member"
+        raise HbaError(f"cannot decode image {where}: {_one_line(exc)}") from None
+
+
+def _decode_resized(payloads: Sequence[bytes | Path], side: int,
+                    workers: int | None) -> np.ndarray:
+    out = np.empty((len(payloads), 3, side, side), np.uint8)
+    if workers is None:   # worker start-up only pays off for many (large) images
+        workers = (os.cpu_count() or 1) if len(payloads) >= 5000 else 1
+    if workers <= 1:
+        for i, payload in enumerate(payloads):
+            out[i] = _pil_decode(payload, side)
+        return out
+    with ProcessPoolExecutor(max_workers=workers) as pool:
+        sides = [side] * len(payloads)
+        for i, image in enumerate(pool.map(_pil_decode, payloads, sides, chunksize=256)):
+            out[i] = image
+    return out
+
+
+# --------------------------------------------------------------------------- streamed ImageNet
+
+def _streamed_splits(name: str, family: str, files: _FileList, train_size: int | None,
+                     val_size: int, split_seed: int) -> ImageSplits:
+    train_idx, val_idx = split_indices(len(files.train_labels), train_size, val_size,
+                                       split_seed, name)
+    empty = torch.zeros((0, 3, STREAM_SIDE, STREAM_SIDE), dtype=torch.uint8)
+    return ImageSplits(
+        name=name, family=family, classes=files.classes,
+        train_images=empty, train_labels=torch.from_numpy(files.train_labels[train_idx]),
+        val_images=empty, val_labels=torch.from_numpy(files.train_labels[val_idx]),
+        test_images=empty, test_labels=torch.from_numpy(files.test_labels),
+        mean=IMAGENET_MEAN, std=IMAGENET_STD, train_index=train_idx, val_index=val_idx,
+        files={"train": [files.train_paths[i] for i in train_idx],
+               "val": [files.train_paths[i] for i in val_idx],
+               "test": list(files.test_paths)})
