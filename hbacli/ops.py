@@ -2,37 +2,38 @@
 
 Every op takes uint8 images N×C×H×W (C = 1 or 3; float images in [0, 255] are accepted and are
 rounded to integers first) on any device and magnitudes (N,) in physical units — already signed
-for the geometric ops — and returns images of the input's dtype, shape and device. There is no
-loop over images and no host-device synchronisation. The reference semantics are Pillow's, as
-written out in ``ops_pil.py``; conventions (directions, ``FILL``) are documented there.
+for the geometric ops — and returns images of the input's dtype and shape on the same device
+(contiguous). There is no loop over images and no host-device synchronisation. The semantics are
+Pillow's, written out in ``ops_pil.py`` with the conventions (directions, ``FILL``).
 
-The ops fall into four kernel families, so that the policy (``policy.py``) can run all ops of a
-family in one pass with a different op per example:
+The ops fall into four kernel families, so that the policy (``policy.py``) runs all ops of a
+family in one pass with a different op per example (``Family.run``):
 
 - ``affine``: ShearX/Y, TranslateX/Y, Rotate — one gather through an integer index map. The map
-  is Pillow's own nearest-neighbour arithmetic (16.16 fixed point, half-pixel centres), so
-  output pixels are the very pixels Pillow picks; exposed pixels get ``FILL``.
-- ``lut``: AutoContrast, Invert, Equalize, Solarize, Posterize, Contrast, Brightness — each is a
-  per-(image, channel) 256-entry lookup table built with Pillow's arithmetic (float64 where Pillow
-  uses doubles, float32 where it uses C floats), applied with one gather. Histograms come from one
+  is Pillow's own nearest-neighbour arithmetic (16.16 fixed point at pixel centres), so output
+  pixels are the very pixels Pillow picks; exposed pixels get ``FILL``.
+- ``lut``: AutoContrast, Invert, Equalize, Solarize, Posterize, Contrast, Brightness — each a
+  per-(image, channel) 256-entry table built with Pillow's arithmetic (float64 where Pillow uses
+  doubles, float32 where it uses C floats), applied with one gather. Histograms come from one
   ``scatter_add`` over all images and channels.
 - ``blend``: Color, Sharpness — ``ImageEnhance`` blends with a degenerate image (Pillow's L
-  conversion; the SMOOTH kernel with borders kept), truncated and clipped as ``Image.blend`` does.
+  conversion; the SMOOTH kernel, border kept), clipped and truncated as ``Image.blend`` does.
 - ``fill``: Cutout — a box per example painted with ``FILL``.
 
-Agreement with Pillow (``tests/test_ops.py``, real CIFAR-10 images): every op is bit-exact in the
-tests' grids; the tests allow mean absolute difference ≤ 1 level for the colour ops and 0.5% of
-mismatched pixels (4-px margin excluded) for the geometric ops, headroom for platform float
-differences.
+Agreement with Pillow (``tests/test_ops.py``, real CIFAR-10 images, RGB and L): every op is
+bit-exact on the tests' magnitude grids. The tests still allow a mean absolute difference of
+≤ 1 level for the colour ops and ≤ 0.5 % mismatched pixels (4-px border excluded) for the
+geometric ops: headroom for float differences on other platforms, not needed here.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from functools import cached_property
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor
 
 from .errors import HbaError
@@ -44,16 +45,14 @@ _FIXED_ONE = 65536  # Pillow's affine_fixed works in 16.16 fixed point
 
 
 def cutout_side(magnitude: float, height: int, width: int) -> int:
-    """Cutout's square side in pixels: round(m · min(H, W)) (round half to even, like torch)."""
+    """Cutout's square side in pixels: round(m · min(H, W)), ties to even (as torch.round)."""
     return round(magnitude * min(height, width))
-
-
-# --------------------------------------------------------------------------------------------
-# One batch of images with its per-example op arguments and lazily computed statistics.
 
 
 @dataclass
 class Batch:
+    """Images with their per-example op arguments, and statistics computed at most once."""
+
     images: Tensor        # uint8 N×C×H×W, contiguous
     magnitudes: Tensor    # float32 (N,), physical, signed for geometric ops
     centres: Tensor       # int64 (N, 2): Cutout's (row, column); only Cutout reads it
@@ -66,73 +65,67 @@ class Batch:
     def width(self) -> int:
         return self.images.shape[3]
 
+    def column(self, values: Tensor) -> Tensor:
+        """(N,) → (N, 1, 1): per-example values against (N, C, 256) tables."""
+        return values.view(-1, 1, 1)
+
     @cached_property
-    def lut_index(self) -> Tensor:
-        """Flat index of every pixel's entry in an (N·C·256) table: value + 256·(n·C + c)."""
-        n, c = self.images.shape[:2]
-        offsets = torch.arange(0, n * c * 256, 256, device=self.images.device).view(n, c, 1, 1)
-        return (self.images.long() + offsets).view(-1)
+    def levels(self) -> Tensor:
+        """The 256 intensity levels, (1, 1, 256) int64."""
+        return torch.arange(256, device=self.images.device).view(1, 1, 256)
+
+    @cached_property
+    def pixel_levels(self) -> Tensor:
+        """Every pixel's level as an index, (N·C, H·W) int64 (for histograms and tables)."""
+        n, c, h, w = self.images.shape
+        return self.images.view(n * c, h * w).long()
 
     @cached_property
     def histogram(self) -> Tensor:
-        """(N, C, 256) int64 pixel counts per image and channel."""
-        n, c = self.images.shape[:2]
-        counts = torch.zeros(n * c * 256, dtype=torch.int64, device=self.images.device)
-        ones = torch.ones(1, dtype=torch.int64, device=self.images.device).expand(self.lut_index.numel())
-        return counts.scatter_add_(0, self.lut_index, ones).view(n, c, 256)
+        """(N, C, 256) pixel counts per image and channel."""
+        n, c, h, w = self.images.shape
+        ones = torch.ones(1, dtype=torch.int32, device=self.images.device).expand(n * c, h * w)
+        counts = torch.zeros(n * c, 256, dtype=torch.int32, device=self.images.device)
+        return counts.scatter_add_(1, self.pixel_levels, ones).view(n, c, 256)
+
+    @cached_property
+    def lowest_highest(self) -> tuple[Tensor, Tensor]:
+        """(N, C, 1) int64 lowest and highest level present per image and channel."""
+        present = (self.histogram > 0).to(torch.uint8)
+        return present.argmax(2, keepdim=True), 255 - present.flip(2).argmax(2, keepdim=True)
 
     @cached_property
     def luma(self) -> Tensor:
         """(N, 1, H, W) uint8: Pillow's RGB → L conversion (ITU-R 601-2, integer, rounded)."""
         if self.images.shape[1] == 1:
             return self.images
-        rgb = self.images.int()
-        weighted = rgb[:, 0:1] * 19595 + rgb[:, 1:2] * 38470 + rgb[:, 2:3] * 7471 + 0x8000
-        return (weighted >> 16).to(torch.uint8)
-
-    @cached_property
-    def luma_mean(self) -> Tensor:
-        """(N,) int64: ImageEnhance.Contrast's grey level int(mean(L) + 0.5), in integers."""
-        total = self.luma.sum(dim=(1, 2, 3), dtype=torch.int64)
-        pixels = self.height * self.width
-        return torch.div(2 * total + pixels, 2 * pixels, rounding_mode="floor")
-
-
-def _column(values: Tensor) -> Tensor:
-    """(N,) → (N, 1, 1) for broadcasting against (N, C, 256) tables."""
-    return values.view(-1, 1, 1)
+        r, g, b = self.images.int().unbind(1)
+        return ((r * 19595 + g * 38470 + b * 7471 + 0x8000) >> 16).to(torch.uint8).unsqueeze(1)
 
 
 # --------------------------------------------------------------------------------------------
-# affine: Pillow's Image.transform(AFFINE, NEAREST) matrices (output pixel → input pixel).
+# affine: Pillow's Image.transform(AFFINE, NEAREST) matrices (output pixel → input pixel), (N, 6)
 
 
-def _affine_rows(a: list[Tensor]) -> Tensor:
-    return torch.stack(a, dim=1)  # (N, 6) float64
+def _matrix(b: Batch, *entries: Tensor | float) -> Tensor:
+    m = b.magnitudes.double()
+    return torch.stack([e if isinstance(e, Tensor) else torch.full_like(m, e) for e in entries], 1)
 
 
 def shear_x_matrix(b: Batch) -> Tensor:
-    m = b.magnitudes.double()
-    one, zero = torch.ones_like(m), torch.zeros_like(m)
-    return _affine_rows([one, m, zero, zero, one, zero])
+    return _matrix(b, 1.0, b.magnitudes.double(), 0.0, 0.0, 1.0, 0.0)
 
 
 def shear_y_matrix(b: Batch) -> Tensor:
-    m = b.magnitudes.double()
-    one, zero = torch.ones_like(m), torch.zeros_like(m)
-    return _affine_rows([one, zero, zero, m, one, zero])
+    return _matrix(b, 1.0, 0.0, 0.0, b.magnitudes.double(), 1.0, 0.0)
 
 
 def translate_x_matrix(b: Batch) -> Tensor:
-    m = b.magnitudes.double()
-    one, zero = torch.ones_like(m), torch.zeros_like(m)
-    return _affine_rows([one, zero, m * b.width, zero, one, zero])
+    return _matrix(b, 1.0, 0.0, b.magnitudes.double() * b.width, 0.0, 1.0, 0.0)
 
 
 def translate_y_matrix(b: Batch) -> Tensor:
-    m = b.magnitudes.double()
-    one, zero = torch.ones_like(m), torch.zeros_like(m)
-    return _affine_rows([one, zero, zero, zero, one, m * b.height])
+    return _matrix(b, 1.0, 0.0, 0.0, 0.0, 1.0, b.magnitudes.double() * b.height)
 
 
 def rotate_matrix(b: Batch) -> Tensor:
@@ -141,14 +134,11 @@ def rotate_matrix(b: Batch) -> Tensor:
     cos = torch.round(torch.cos(angle), decimals=15)
     sin = torch.round(torch.sin(angle), decimals=15)
     cx, cy = b.width / 2.0, b.height / 2.0
-    c = cos * -cx + sin * -cy + cx
-    f = -sin * -cx + cos * -cy + cy
-    return _affine_rows([cos, sin, c, -sin, cos, f])
+    return _matrix(b, cos, sin, cx - cos * cx - sin * cy, -sin, cos, cy + sin * cx - cos * cy)
 
 
 def identity_matrix(b: Batch) -> Tensor:
-    m = torch.zeros_like(b.magnitudes, dtype=torch.float64)
-    return _affine_rows([m + 1, m, m, m, m + 1, m])
+    return _matrix(b, 1.0, 0.0, 0.0, 0.0, 1.0, 0.0)
 
 
 def affine_kernel(b: Batch, matrices: Tensor) -> Tensor:
@@ -156,104 +146,98 @@ def affine_kernel(b: Batch, matrices: Tensor) -> Tensor:
 
     Pillow evaluates the map at pixel centres in 16.16 fixed point (``affine_fixed``), except
     for pure translations (``ImagingScaleAffine``), whose offset it floors instead of rounding.
+    Indices point into the image padded with one FILL pixel per side; clamping sends every
+    outside sample to that border.
     """
     n, c, h, w = b.images.shape
     a0, a1, a2, a3, a4, a5 = matrices.unbind(1)
-    x_offset = a2 + 0.5 * a0 + 0.5 * a1
-    y_offset = a5 + 0.5 * a3 + 0.5 * a4
-    translation = (a1 == 0) & (a3 == 0)
-    rounding = torch.where(translation, 0.0, 0.5).to(matrices)
+    # per coordinate (x, y): offset at pixel (0, 0) centre (+1 for the padding), d/dy, d/dx
+    offset = torch.stack([a2 + 0.5 * (a0 + a1), a5 + 0.5 * (a3 + a4)], 1) + 1
+    per_row = torch.stack([a1, a4], 1)
+    per_column = torch.stack([a0, a3], 1)
+    translation = ((a1 == 0) & (a3 == 0)).unsqueeze(1)
+    offset_fixed = torch.floor(offset * _FIXED_ONE + torch.where(translation, 0.0, 0.5))
 
-    def fixed(v: Tensor, add: Tensor | float = 0.5) -> Tensor:
-        return torch.floor(v * _FIXED_ONE + add).to(torch.int32)
+    def fixed(v: Tensor) -> Tensor:
+        return torch.floor(v * _FIXED_ONE + 0.5).int().view(n, 2, 1, 1)
 
-    xs = torch.arange(w, device=b.images.device, dtype=torch.int32).view(1, 1, w)
-    ys = torch.arange(h, device=b.images.device, dtype=torch.int32).view(1, h, 1)
-    x_in = (fixed(x_offset, rounding).view(n, 1, 1) + ys * fixed(a1).view(n, 1, 1)
-            + xs * fixed(a0).view(n, 1, 1)) >> 16
-    y_in = (fixed(y_offset, rounding).view(n, 1, 1) + ys * fixed(a4).view(n, 1, 1)
-            + xs * fixed(a3).view(n, 1, 1)) >> 16
-    inside = (x_in >= 0) & (x_in < w) & (y_in >= 0) & (y_in < h)
-    source = (y_in.clamp(0, h - 1) * w + x_in.clamp(0, w - 1)).long().view(n, 1, h * w)
-    picked = b.images.view(n, c, h * w).gather(2, source.expand(n, c, h * w))
-    return torch.where(inside.view(n, 1, h * w), picked, FILL).view(n, c, h, w)
+    ys = torch.arange(h, device=b.images.device, dtype=torch.int32).view(1, 1, h, 1)
+    xs = torch.arange(w, device=b.images.device, dtype=torch.int32).view(1, 1, 1, w)
+    coords = (offset_fixed.int().view(n, 2, 1, 1) + ys * fixed(per_row) + xs * fixed(per_column)) >> 16
+    x_in, y_in = coords.unbind(1)
+    source = y_in.clamp(0, h + 1) * (w + 2) + x_in.clamp(0, w + 1)
+    padded = F.pad(b.images, (1, 1, 1, 1), value=FILL).view(n, c, -1)
+    picked = padded.gather(2, source.long().view(n, 1, h * w).expand(n, c, h * w))
+    return picked.view(n, c, h, w)
 
 
 # --------------------------------------------------------------------------------------------
-# lut: per-(image, channel) lookup tables, (N, C or 1, 256), integer values in [0, 255].
-
-
-def _levels(b: Batch, dtype: torch.dtype) -> Tensor:
-    return torch.arange(256, device=b.images.device, dtype=dtype).view(1, 1, 256)
+# lut: per-(image, channel) lookup tables (N, C or 1, 256), integer values in [0, 255].
 
 
 def _blend_levels(degenerate: Tensor, b: Batch) -> Tensor:
     """Image.blend(degenerate, image, factor) for every level: C-float maths, clip, truncate."""
-    factor = _column(b.magnitudes.float())
-    levels = _levels(b, torch.float32)
-    return (degenerate + factor * (levels - degenerate)).clamp(0, 255).trunc()
+    factor = b.column(b.magnitudes.float())
+    return (degenerate + factor * (b.levels.float() - degenerate)).clamp(0, 255).trunc()
 
 
 def invert_lut(b: Batch) -> Tensor:
-    return 255 - _levels(b, torch.int64)
+    return 255 - b.levels
 
 
 def solarize_lut(b: Batch) -> Tensor:
-    levels = _levels(b, torch.int64)
-    threshold = _column(256 - b.magnitudes.double())
-    return torch.where(levels >= threshold, 255 - levels, levels)
+    threshold = b.column(256 - b.magnitudes.double())
+    return torch.where(b.levels >= threshold, 255 - b.levels, b.levels)
 
 
 def posterize_lut(b: Batch) -> Tensor:
     step = torch.pow(2, torch.round(b.magnitudes).clamp(0, 8).long())  # 2^(bits removed)
-    return torch.div(_levels(b, torch.int64), _column(step), rounding_mode="floor") * _column(step)
+    return torch.div(b.levels, b.column(step), rounding_mode="floor") * b.column(step)
 
 
 def brightness_lut(b: Batch) -> Tensor:
-    return _blend_levels(torch.zeros(1, device=b.images.device), b)
+    return _blend_levels(torch.zeros((), device=b.images.device), b)
 
 
 def contrast_lut(b: Batch) -> Tensor:
-    return _blend_levels(_column(b.luma_mean.float()), b)
+    """ImageEnhance.Contrast: blend with the grey int(mean(L) + 0.5), in exact integers."""
+    total = b.luma.sum(dim=(1, 2, 3), dtype=torch.int64)
+    pixels = b.height * b.width
+    grey = torch.div(2 * total + pixels, 2 * pixels, rounding_mode="floor")
+    return _blend_levels(b.column(grey.float()), b)
 
 
 def autocontrast_lut(b: Batch) -> Tensor:
     """ImageOps.autocontrast (cutoff 0): stretch [lowest, highest] level to [0, 255] per channel."""
-    present = b.histogram > 0
-    low = present.int().argmax(dim=2, keepdim=True).double()
-    high = 255 - present.flip(2).int().argmax(dim=2, keepdim=True).double()
+    low, high = (v.double() for v in b.lowest_highest)
     # a true division: torch turns `255.0 / tensor` into a reciprocal times 255 (1 ulp off)
     scale = torch.full_like(low, 255.0) / (high - low).clamp(min=1)
-    levels = _levels(b, torch.float64)
-    stretched = torch.trunc(levels * scale + (-low * scale)).clamp(0, 255)
-    return torch.where(high <= low, levels, stretched)
+    stretched = torch.trunc(b.levels * scale + (-low * scale)).clamp(0, 255)
+    return torch.where(high <= low, b.levels.double(), stretched)
 
 
 def equalize_lut(b: Batch) -> Tensor:
     """ImageOps.equalize per channel: cumulative histogram in steps of (N − count(top)) // 255."""
-    hist = b.histogram
-    present = hist > 0
-    top = 255 - present.flip(2).int().argmax(dim=2, keepdim=True)
-    pixels = b.height * b.width
-    step = (pixels - hist.gather(2, top)) // 255
+    hist = b.histogram.long()
+    low, high = b.lowest_highest
+    step = (b.height * b.width - hist.gather(2, high)) // 255
     below = hist.cumsum(2) - hist
     equalised = torch.div(step // 2 + below, step.clamp(min=1), rounding_mode="floor").clamp(max=255)
-    flat = (present.sum(2, keepdim=True) <= 1) | (step == 0)
-    return torch.where(flat, _levels(b, torch.int64), equalised)
+    return torch.where((high <= low) | (step == 0), b.levels, equalised)
 
 
 def identity_lut(b: Batch) -> Tensor:
-    return _levels(b, torch.int64)
+    return b.levels
 
 
 def lut_kernel(b: Batch, tables: Tensor) -> Tensor:
-    n, c = b.images.shape[:2]
-    tables = tables.to(torch.uint8).expand(n, c, 256).reshape(-1)
-    return tables.take(b.lut_index).view(b.images.shape)
+    n, c, h, w = b.images.shape
+    tables = tables.to(torch.uint8).expand(n, c, 256).reshape(n * c, 256)
+    return tables.gather(1, b.pixel_levels).view(n, c, h, w)
 
 
 # --------------------------------------------------------------------------------------------
-# blend: ImageEnhance with a per-image degenerate image, float32 (N, C, H, W).
+# blend: ImageEnhance with a per-image degenerate image, float32 (N, C, H, W), and a factor.
 
 
 def color_degenerate(b: Batch) -> Tensor:
@@ -265,83 +249,76 @@ def sharpness_degenerate(b: Batch) -> Tensor:
     x = b.images.float()
     rows = x[..., :, :-2] + x[..., :, 1:-1] + x[..., :, 2:]
     box = rows[..., :-2, :] + rows[..., 1:-1, :] + rows[..., 2:, :]
-    smooth = torch.div(box + 4 * x[..., 1:-1, 1:-1] + 6, 13, rounding_mode="floor")
     out = x.clone()
-    out[..., 1:-1, 1:-1] = smooth
+    out[..., 1:-1, 1:-1] = torch.div(box + 4 * x[..., 1:-1, 1:-1] + 6, 13, rounding_mode="floor")
     return out
 
 
 def blend_kernel(b: Batch, params: tuple[Tensor, Tensor]) -> Tensor:
     """Image.blend(degenerate, image, factor): float32 maths, clipped, truncated (not rounded)."""
     degenerate, factor = params
-    factor = factor.float().view(-1, 1, 1, 1)
-    out = degenerate + factor * (b.images.float() - degenerate)
+    out = degenerate + factor.float().view(-1, 1, 1, 1) * (b.images.float() - degenerate)
     return out.clamp_(0, 255).to(torch.uint8)
 
 
 # --------------------------------------------------------------------------------------------
-# fill: Cutout boxes (N, 4) = top, bottom, left, right (exclusive), clipped to the image.
+# fill: Cutout boxes (N, 4) = top, bottom, left, right (exclusive), clipped by the comparison.
 
 
 def cutout_boxes(b: Batch) -> Tensor:
     side = torch.round(b.magnitudes.double() * min(b.height, b.width)).long()  # as cutout_side
-    top = b.centres[:, 0] - side // 2
-    left = b.centres[:, 1] - side // 2
-    return torch.stack([top, top + side, left, left + side], dim=1)
-
-
-def empty_boxes(b: Batch) -> Tensor:
-    return torch.zeros(b.images.shape[0], 4, dtype=torch.int64, device=b.images.device)
+    top, left = (b.centres - (side // 2).unsqueeze(1)).unbind(1)
+    return torch.stack([top, top + side, left, left + side], 1)
 
 
 def fill_kernel(b: Batch, boxes: Tensor) -> Tensor:
     n, _, h, w = b.images.shape
     ys = torch.arange(h, device=b.images.device).view(1, h, 1)
     xs = torch.arange(w, device=b.images.device).view(1, 1, w)
-    top, bottom, left, right = (v.view(n, 1, 1) for v in boxes.unbind(1))
+    top, bottom, left, right = boxes.view(n, 4, 1, 1).unbind(1)
     inside = (ys >= top) & (ys < bottom) & (xs >= left) & (xs < right)
     return torch.where(inside.unsqueeze(1), FILL, b.images)
 
 
 # --------------------------------------------------------------------------------------------
-# Families: ops sharing one kernel, so a batch with a different op per example is one pass.
+# Families: the ops sharing one kernel. ``run`` gives example i op ``local[i]`` of the family
+# (−1: identity); ``present`` lists the ops that occur, so the others are not even built.
 
 
 @dataclass(frozen=True)
 class Family:
     name: str
-    builders: dict[str, Callable[[Batch], Tensor]]   # op name → kernel parameters
+    builders: dict[str, Callable[[Batch], Tensor]]  # op name → its kernel parameters
     identity: Callable[[Batch], Tensor]
     kernel: Callable[[Batch, object], Tensor]
 
-    def parameters(self, b: Batch, local: Tensor) -> Tensor:
-        """Per-example parameters: example i gets op ``local[i]`` of this family (−1: identity)."""
-        n = b.images.shape[0]
-        candidates = [self.identity(b)] + [build(b) for build in self.builders.values()]
-        shape = (n,) + tuple(torch.broadcast_shapes(*(t.shape for t in candidates))[1:])
-        dtype = candidates[0].dtype
-        table = torch.stack([t.to(dtype).expand(shape) for t in candidates])
-        return table[local + 1, torch.arange(n, device=local.device)]
+    def parameters(self, b: Batch, local: Tensor, present: Sequence[int]) -> object:
+        chosen = self.identity(b)
+        for k in present:
+            built = list(self.builders.values())[k](b)
+            here = (local == k).view((-1,) + (1,) * (built.dim() - 1))
+            chosen = torch.where(here, built, chosen)
+        return chosen
 
-    def run(self, b: Batch, local: Tensor) -> Tensor:
-        return self.kernel(b, self.parameters(b, local))
-
-    def run_one(self, name: str, b: Batch) -> Tensor:
-        return self.kernel(b, self.builders[name](b))
+    def run(self, b: Batch, local: Tensor, present: Sequence[int] | None = None) -> Tensor:
+        present = range(len(self.builders)) if present is None else present
+        return self.kernel(b, self.parameters(b, local, present))
 
 
 class BlendFamily(Family):
-    """Color and Sharpness: select the degenerate image per example, factor 1 for identity."""
+    """Color and Sharpness: the degenerate image per example; factor 1 (identity) elsewhere."""
 
-    def parameters(self, b: Batch, local: Tensor) -> tuple[Tensor, Tensor]:
-        names = list(self.builders)
-        is_color = (local == names.index("Color")).view(-1, 1, 1, 1)
-        degenerate = torch.where(is_color, self.builders["Color"](b), self.builders["Sharpness"](b))
-        factor = torch.where(local >= 0, b.magnitudes.float(), 1.0)
-        return degenerate, factor
+    def parameters(self, b: Batch, local: Tensor, present: Sequence[int]) -> tuple[Tensor, Tensor]:
+        degenerate = super().parameters(b, local, present)
+        return degenerate, torch.where(local >= 0, b.magnitudes, 1.0)
 
-    def run_one(self, name: str, b: Batch) -> Tensor:
-        return self.kernel(b, (self.builders[name](b), b.magnitudes))
+
+def _any_degenerate(b: Batch) -> Tensor:
+    return torch.zeros((), device=b.images.device)  # factor 1 returns the image exactly
+
+
+def _empty_boxes(b: Batch) -> Tensor:
+    return torch.zeros(b.images.shape[0], 4, dtype=torch.int64, device=b.images.device)
 
 
 FAMILIES: tuple[Family, ...] = (
@@ -353,8 +330,8 @@ FAMILIES: tuple[Family, ...] = (
                    "Posterize": posterize_lut, "Contrast": contrast_lut,
                    "Brightness": brightness_lut}, identity_lut, lut_kernel),
     BlendFamily("blend", {"Color": color_degenerate, "Sharpness": sharpness_degenerate},
-                lambda b: b.images, blend_kernel),
-    Family("fill", {"Cutout": cutout_boxes}, empty_boxes, fill_kernel),
+                _any_degenerate, blend_kernel),
+    Family("fill", {"Cutout": cutout_boxes}, _empty_boxes, fill_kernel),
 )
 FAMILY_OF: dict[str, Family] = {name: f for f in FAMILIES for name in f.builders}
 assert sorted(FAMILY_OF) == sorted(OP_NAMES)  # the registry covers space.py's 15 ops exactly
@@ -375,39 +352,31 @@ def to_uint8(images: Tensor) -> Tensor:
     return images.round().clamp(0, 255).to(torch.uint8).contiguous()
 
 
-def draw_centres(n: int, height: int, width: int, generator: torch.Generator | None,
-                 device: torch.device) -> Tensor:
-    """Uniform pixel positions (N, 2) = (row, column) for Cutout, drawn with ``generator``."""
-    gen_device = generator.device if generator is not None else device
-    u = torch.rand(n, 2, generator=generator, device=gen_device).to(device)
-    return (u * torch.tensor([height, width], device=device)).long()
-
-
-def make_batch(images: Tensor, magnitudes: Tensor | float | None,
-               centres: Tensor | None = None) -> Batch:
-    images = to_uint8(images)
-    n = images.shape[0]
-    if magnitudes is None:
-        magnitudes = 0.0
-    m = torch.as_tensor(magnitudes, dtype=torch.float32, device=images.device)
-    m = torch.nan_to_num(m.expand(n) if m.dim() == 0 else m.reshape(n))  # NaN: prob-only op
-    if centres is None:
-        centres = torch.zeros(n, 2, dtype=torch.int64, device=images.device)
-    return Batch(images, m, centres)
+def centres_from_uniform(u: Tensor, height: int, width: int) -> Tensor:
+    """Uniform pixel positions (N, 2) = (row, column) from uniforms u (N, 2) in [0, 1)."""
+    return torch.stack([u[:, 0] * height, u[:, 1] * width], 1).long()
 
 
 def apply_op(name: str, images: Tensor, magnitudes: Tensor | float | None,
              generator: torch.Generator | None = None) -> Tensor:
     """Apply op ``name`` to every image, each with its own (physical, signed) magnitude.
 
-    ``generator`` draws Cutout's centres. Returns the input's dtype, shape and device.
+    ``magnitudes``: (N,) or a scalar; ignored (None, NaN) for probability-only ops.
+    ``generator`` draws Cutout's centres. Returns the input's dtype and shape, same device.
     """
     if name not in FAMILY_OF:
         raise HbaError(f"unknown augmentation op '{name}' (known: {', '.join(OP_NAMES)})")
-    b = make_batch(images, magnitudes)
-    if name == "Cutout":
-        b.centres = draw_centres(b.images.shape[0], b.height, b.width, generator, b.images.device)
-    return FAMILY_OF[name].run_one(name, b).to(images.dtype)
+    x = to_uint8(images)
+    n = x.shape[0]
+    m = torch.as_tensor(0.0 if magnitudes is None else magnitudes, dtype=torch.float32)
+    m = torch.nan_to_num(m.to(x.device).expand(n) if m.dim() == 0 else m.to(x.device).reshape(n))
+    source = generator.device if generator is not None else x.device
+    u = torch.rand(n, 2, generator=generator, device=source).to(x.device)
+    family = FAMILY_OF[name]
+    local = list(family.builders).index(name)
+    batch = Batch(x, m, centres_from_uniform(u, x.shape[2], x.shape[3]))
+    out = family.run(batch, torch.full((n,), local, device=x.device), present=[local])
+    return out.to(images.dtype)
 
 
 def _batched(name: str) -> Callable[..., Tensor]:
@@ -415,9 +384,8 @@ def _batched(name: str) -> Callable[..., Tensor]:
            generator: torch.Generator | None = None) -> Tensor:
         return apply_op(name, images, magnitudes, generator)
 
-    op.__name__ = name
+    op.__name__ = op.__qualname__ = name
     return op
 
 
 BATCHED_OPS: dict[str, Callable[..., Tensor]] = {name: _batched(name) for name in OP_NAMES}
-
