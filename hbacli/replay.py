@@ -1,0 +1,142 @@
+"""Replaying a schedule in any training loop: a batched on-device augmenter and a per-image
+transform, both stretched linearly to the training length and moved along with ``set_epoch``.
+
+    from hbacli.replay import ScheduleAugmenter, ScheduleTransform, load_schedule
+
+    schedule = load_schedule("schedule.json")
+    augment = ScheduleAugmenter(schedule, epochs=200, device="cuda", seed=0)
+    for epoch in range(200):
+        augment.set_epoch(epoch)
+        for images, labels in batches:          # uint8 N×C×H×W on the GPU
+            images = augment(images)            # the policy; then flip/crop/Cutout/standardise
+
+Epochs are numbered from 0; an epoch outside the training length is clipped into it.
+
+Randomness. ``ScheduleAugmenter`` reseeds its generator in ``set_epoch`` from (seed, epoch), so
+epoch e's draws do not depend on what ran before: a resumed run replays them exactly, with no
+generator state to save. ``ScheduleTransform`` with a seed does the same per (seed, epoch,
+DataLoader worker); without one it uses the process's torch generator, which DataLoader seeds
+differently in every worker.
+
+DataLoader workers. ``ScheduleTransform`` keeps the epoch in a one-element tensor in shared
+memory. Workers (forked or spawned, persistent or not) hold the same memory, so
+``transform.set_epoch(e)`` in the main process reaches them; call it before ``iter(loader)``,
+because workers start preparing the epoch's first batches as soon as the iterator exists.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from .policy import PolicyTransform, augment_batch
+from .schedule import Schedule, load_schedule, stretch
+
+__all__ = ["ScheduleAugmenter", "ScheduleTransform", "load_schedule", "stretch", "derive_seed",
+           "schedule_tables"]
+
+
+def derive_seed(*numbers: int) -> int:
+    """A 63-bit seed mixed from several integers (seed, epoch, rank, stream, …).
+
+    Neighbouring inputs give unrelated streams, unlike ``seed + epoch``.
+    """
+    words = np.random.SeedSequence([int(n) % 2**63 for n in numbers]).generate_state(2, np.uint32)
+    return (int(words[0]) << 31) ^ int(words[1])
+
+
+def schedule_tables(schedule: Schedule, epochs: int) -> tuple[np.ndarray, np.ndarray]:
+    """Probabilities and magnitudes (epochs, 30) after stretching to ``epochs``.
+
+    Magnitudes of probability-only ops (NaN in the file) become 0: the policy ignores them, and
+    a NaN must not travel into tensor code.
+    """
+    stretched = stretch(schedule, epochs)
+    return stretched.probabilities(), np.nan_to_num(stretched.magnitudes(), nan=0.0)
+
+
+def _clip_epoch(epoch: int, epochs: int) -> int:
+    return min(max(int(epoch), 0), epochs - 1)
+
+
+class ScheduleAugmenter:
+    """The schedule's policy on whole batches of uint8 images on their device.
+
+    ``device`` is where the tables and the generator live; ``None`` takes the device of the
+    first batch. The call never synchronises with the host.
+    """
+
+    def __init__(self, schedule: Schedule, epochs: int, device=None, seed: int = 0):
+        probabilities, magnitudes = schedule_tables(schedule, epochs)
+        self.epochs = epochs
+        self.seed = seed
+        self.epoch = 0
+        self._host_tables = (torch.tensor(probabilities, dtype=torch.float32),
+                             torch.tensor(magnitudes, dtype=torch.float32))
+        self._device: torch.device | None = None
+        if device is not None:
+            self._place(torch.device(device))
+
+    def _place(self, device: torch.device) -> None:
+        self._device = device
+        self._probabilities, self._magnitudes = (t.to(device) for t in self._host_tables)
+        self._generator = torch.Generator(device=device)
+        self.set_epoch(self.epoch)
+
+    def set_epoch(self, epoch: int) -> None:
+        """Use epoch ``epoch``'s probabilities and magnitudes and its random stream."""
+        self.epoch = _clip_epoch(epoch, self.epochs)
+        if self._device is not None:
+            self._generator.manual_seed(derive_seed(self.seed, self.epoch))
+
+    def current(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """This epoch's probabilities (30,) and magnitudes (30,), physical units."""
+        return self._probabilities[self.epoch], self._magnitudes[self.epoch]
+
+    def __call__(self, images: torch.Tensor) -> torch.Tensor:
+        if self._device is None:
+            self._place(images.device)
+        probabilities, magnitudes = self.current()
+        return augment_batch(images, probabilities, magnitudes, generator=self._generator)
+
+
+class ScheduleTransform:
+    """The schedule's policy on one image (PIL, or uint8 C×H×W tensor), for torchvision
+    pipelines and DataLoader workers. See the module docstring for how ``set_epoch`` reaches
+    workers."""
+
+    def __init__(self, schedule: Schedule, epochs: int, seed: int | None = None):
+        self.epochs = epochs
+        self.seed = seed
+        self._probabilities, self._magnitudes = schedule_tables(schedule, epochs)
+        self._shared_epoch = torch.zeros((), dtype=torch.int64).share_memory_()
+        self._policy_key: tuple[int, int] | None = None
+        self._policy: PolicyTransform | None = None
+
+    @property
+    def epoch(self) -> int:
+        return int(self._shared_epoch)
+
+    def set_epoch(self, epoch: int) -> None:
+        self._shared_epoch.fill_(_clip_epoch(epoch, self.epochs))
+
+    def _policy_for(self, epoch: int) -> PolicyTransform:
+        """The per-image policy of this epoch in this process (worker), built once per epoch."""
+        info = torch.utils.data.get_worker_info()
+        worker = -1 if info is None else info.id
+        if self._policy_key != (epoch, worker):
+            seed = None if self.seed is None else derive_seed(self.seed, epoch, worker)
+            self._policy = PolicyTransform(self._probabilities[epoch], self._magnitudes[epoch],
+                                           seed=seed)
+            self._policy_key = (epoch, worker)
+        return self._policy
+
+    def __call__(self, img):
+        return self._policy_for(self.epoch)(img)
+
+    def __getstate__(self) -> dict:
+        # A pickled copy (a spawned worker) builds its own per-epoch policy.
+        return {**self.__dict__, "_policy_key": None, "_policy": None}
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(epochs={self.epochs}, epoch={self.epoch}, seed={self.seed})"
