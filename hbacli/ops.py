@@ -28,7 +28,7 @@ geometric ops: headroom for float differences on other platforms, not needed her
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass
 from functools import cached_property
 
@@ -64,6 +64,9 @@ class Batch:
     @property
     def width(self) -> int:
         return self.images.shape[3]
+
+    def select(self, rows: Tensor) -> "Batch":
+        return Batch(self.images[rows], self.magnitudes[rows], self.centres[rows])
 
     def column(self, values: Tensor) -> Tensor:
         """(N,) → (N, 1, 1): per-example values against (N, C, 256) tables."""
@@ -226,10 +229,6 @@ def equalize_lut(b: Batch) -> Tensor:
     return torch.where((high <= low) | (step == 0), b.levels, equalised)
 
 
-def identity_lut(b: Batch) -> Tensor:
-    return b.levels
-
-
 def lut_kernel(b: Batch, tables: Tensor) -> Tensor:
     n, c, h, w = b.images.shape
     tables = tables.to(torch.uint8).expand(n, c, 256).reshape(n * c, 256)
@@ -250,7 +249,9 @@ def sharpness_degenerate(b: Batch) -> Tensor:
     rows = x[..., :, :-2] + x[..., :, 1:-1] + x[..., :, 2:]
     box = rows[..., :-2, :] + rows[..., 1:-1, :] + rows[..., 2:, :]
     out = x.clone()
-    out[..., 1:-1, 1:-1] = torch.div(box + 4 * x[..., 1:-1, 1:-1] + 6, 13, rounding_mode="floor")
+    # floor((S + 6) / 13) for integer S: the +6.5 keeps every quotient ≥ 0.038 from an integer,
+    # far beyond float32's error, so a multiply by 1/13 is exact here and much faster
+    out[..., 1:-1, 1:-1] = torch.floor((box + 4 * x[..., 1:-1, 1:-1] + 6.5) * (1 / 13))
     return out
 
 
@@ -281,40 +282,57 @@ def fill_kernel(b: Batch, boxes: Tensor) -> Tensor:
 
 
 # --------------------------------------------------------------------------------------------
-# Families: the ops sharing one kernel. ``run`` gives example i op ``local[i]`` of the family
-# (−1: identity); ``present`` lists the ops that occur, so the others are not even built.
+# Families: the ops sharing one kernel; example i gets op ``local[i]`` of the family (−1: none).
 
 
 @dataclass(frozen=True)
 class Family:
     name: str
     builders: dict[str, Callable[[Batch], Tensor]]  # op name → its kernel parameters
-    identity: Callable[[Batch], Tensor]
+    identity: Callable[[Batch], Tensor]             # (N, …) parameters that change nothing
     kernel: Callable[[Batch, object], Tensor]
 
-    def parameters(self, b: Batch, local: Tensor, present: Sequence[int]) -> object:
+    def parameters(self, b: Batch, local: Tensor, subset: bool) -> object:
+        """Per-example parameters. ``subset``: build each op's parameters only for its own
+        examples (host-side indexing, the CPU path); otherwise build every op for the whole
+        batch and select per example (static shapes, no host sync: the CUDA path)."""
         chosen = self.identity(b)
-        for k in present:
-            built = list(self.builders.values())[k](b)
-            here = (local == k).view((-1,) + (1,) * (built.dim() - 1))
-            chosen = torch.where(here, built, chosen)
+        for k, build in enumerate(self.builders.values()):
+            if subset:
+                rows = (local == k).nonzero().squeeze(1)
+                if rows.numel():
+                    chosen[rows] = build(b.select(rows)).to(chosen.dtype)
+            else:
+                built = build(b)
+                chosen = torch.where((local == k).view((-1,) + (1,) * (built.dim() - 1)),
+                                     built, chosen)
         return chosen
 
-    def run(self, b: Batch, local: Tensor, present: Sequence[int] | None = None) -> Tensor:
-        present = range(len(self.builders)) if present is None else present
-        return self.kernel(b, self.parameters(b, local, present))
+    def run(self, b: Batch, local: Tensor, subset: bool = False) -> Tensor:
+        return self.kernel(b, self.parameters(b, local, subset))
+
+    def run_one(self, name: str, b: Batch) -> Tensor:
+        """Op ``name`` on every example."""
+        return self.kernel(b, self.builders[name](b))
 
 
 class BlendFamily(Family):
-    """Color and Sharpness: the degenerate image per example; factor 1 (identity) elsewhere."""
+    """Color and Sharpness: the degenerate image per example, and the factor (1: identity)."""
 
-    def parameters(self, b: Batch, local: Tensor, present: Sequence[int]) -> tuple[Tensor, Tensor]:
-        degenerate = super().parameters(b, local, present)
+    def parameters(self, b: Batch, local: Tensor, subset: bool) -> tuple[Tensor, Tensor]:
+        degenerate = super().parameters(b, local, subset)
         return degenerate, torch.where(local >= 0, b.magnitudes, 1.0)
+
+    def run_one(self, name: str, b: Batch) -> Tensor:
+        return self.kernel(b, (self.builders[name](b), b.magnitudes))
+
+
+def _identity_tables(b: Batch) -> Tensor:
+    return b.levels.to(torch.uint8).expand(*b.images.shape[:2], 256).clone()
 
 
 def _any_degenerate(b: Batch) -> Tensor:
-    return torch.zeros((), device=b.images.device)  # factor 1 returns the image exactly
+    return torch.zeros(b.images.shape, device=b.images.device)  # with factor 1 the blend returns the image exactly
 
 
 def _empty_boxes(b: Batch) -> Tensor:
@@ -328,7 +346,7 @@ FAMILIES: tuple[Family, ...] = (
     Family("lut", {"AutoContrast": autocontrast_lut, "Invert": invert_lut,
                    "Equalize": equalize_lut, "Solarize": solarize_lut,
                    "Posterize": posterize_lut, "Contrast": contrast_lut,
-                   "Brightness": brightness_lut}, identity_lut, lut_kernel),
+                   "Brightness": brightness_lut}, _identity_tables, lut_kernel),
     BlendFamily("blend", {"Color": color_degenerate, "Sharpness": sharpness_degenerate},
                 _any_degenerate, blend_kernel),
     Family("fill", {"Cutout": cutout_boxes}, _empty_boxes, fill_kernel),
@@ -372,11 +390,8 @@ def apply_op(name: str, images: Tensor, magnitudes: Tensor | float | None,
     m = torch.nan_to_num(m.to(x.device).expand(n) if m.dim() == 0 else m.to(x.device).reshape(n))
     source = generator.device if generator is not None else x.device
     u = torch.rand(n, 2, generator=generator, device=source).to(x.device)
-    family = FAMILY_OF[name]
-    local = list(family.builders).index(name)
     batch = Batch(x, m, centres_from_uniform(u, x.shape[2], x.shape[3]))
-    out = family.run(batch, torch.full((n,), local, device=x.device), present=[local])
-    return out.to(images.dtype)
+    return FAMILY_OF[name].run_one(name, batch).to(images.dtype)
 
 
 def _batched(name: str) -> Callable[..., Tensor]:

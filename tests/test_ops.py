@@ -123,13 +123,12 @@ def test_float_input_gives_float_output(images):
     assert torch.equal(out, ops.apply_op("Rotate", x, 12.0).float())
 
 
+@pytest.mark.parametrize("subset", [False, True], ids=["masked", "subset"])
 @pytest.mark.parametrize("family", ops.FAMILIES, ids=[f.name for f in ops.FAMILIES])
-def test_family_runs_a_different_op_per_example(family, images):
-    """One family pass with mixed ops (−1 = identity) equals each op applied on its own.
-
-    ``present=None`` builds every op of the family for the whole batch: the CUDA path.
-    """
-    x = torch.from_numpy(images[:60])
+def test_family_runs_a_different_op_per_example(family, subset, images):
+    """One family pass with mixed ops (−1 = identity) equals each op applied on its own, both
+    when every op is built for the whole batch (CUDA path) and per op subset (CPU path)."""
+    x = torch.from_numpy(images[:60]).contiguous()
     n = len(x)
     names = list(family.builders)
     local = torch.arange(n) % (len(names) + 1) - 1
@@ -137,12 +136,11 @@ def test_family_runs_a_different_op_per_example(family, images):
     m = torch.tensor([0.0 if k < 0 else _random_magnitude(names[k], rng) for k in local.tolist()],
                      dtype=torch.float32)
     centres = torch.randint(0, 32, (n, 2), generator=torch.Generator().manual_seed(0))
-    mixed = family.run(ops.Batch(x.contiguous(), m, centres), local)
+    mixed = family.run(ops.Batch(x, m, centres), local, subset=subset)
     for k in range(-1, len(names)):
         rows = local == k
-        expected = x[rows] if k < 0 else family.run(
-            ops.Batch(x[rows].contiguous(), m[rows], centres[rows]),
-            torch.full((int(rows.sum()),), k), present=[k])
+        expected = x[rows] if k < 0 else family.run_one(
+            names[k], ops.Batch(x[rows].contiguous(), m[rows], centres[rows]))
         assert torch.equal(mixed[rows], expected), names[k] if k >= 0 else "identity"
 
 

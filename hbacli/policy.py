@@ -1,0 +1,250 @@
+"""A(x; p, m): the augmentation function of SPEC.md §3 (PBA Algorithm 1), batched and per image.
+
+Per image: draw K ∈ {0, 1, 2} with p = .2/.3/.5; walk the 30 op copies in a random order, apply
+each with its own probability, stop once K have been applied (so fewer than K may apply, and both
+copies of one op may apply). Geometric ops get a random sign (p = 0.5); Cutout a random centre.
+
+Batched (``augment_batch``): the walk is sampled for all images at once (argsort of uniform noise
+for the order, a cumulative sum of the gates for "stop after K"), which leaves every image with
+at most two op copies to apply: stage 1 and stage 2. Each stage runs the four kernel families of
+``ops.py`` (affine, lut, blend, fill), each family once for the whole batch with a different op
+(or identity) per example, so the cost is a fixed handful of kernels whatever the probabilities.
+
+How a family reaches its members depends on the device:
+- CUDA: every family runs on the whole batch, non-members with identity parameters — static
+  shapes, no host synchronisation;
+- CPU: each family runs on the index-selected subset of its members (a data-dependent shape costs
+  nothing on the host). Measured with ``benchmarks/augment.py`` on 2 CPU cores, batch 1024, all
+  probabilities 0.5: the subset path is ~2.5× faster than masking (most images meet one family
+  per stage, not four).
+
+``PolicyTransform`` is the per-image form (PIL image or uint8 C×H×W tensor) for torchvision
+``Compose`` and DataLoader workers: PIL images go through ``ops_pil``, tensors through the batched
+ops with N = 1; both follow the same walk.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from functools import lru_cache
+
+import numpy as np
+import torch
+from PIL import Image
+from torch import Tensor
+
+from . import space
+from .errors import HbaError
+from .ops import FAMILIES, Batch, centres_from_uniform, to_uint8
+from .ops_pil import apply_op_pil
+
+NUM_COPIES = space.NUM_OP_COPIES  # 30
+NUM_OPS = len(space.OPS)  # 15
+_K_THRESHOLDS = np.cumsum(space.K_PROBABILITIES)[:-1]  # u < .2 → K=0, u < .5 → K=1, else K=2
+_SIGNED = [op.signed for op in space.OPS]
+
+
+@lru_cache(maxsize=None)
+def _constants(device: torch.device, dtype: torch.dtype) -> dict[str, Tensor]:
+    """Lookup tables on the device, made once (no host → device copy inside a step)."""
+    mag_slot = np.full(NUM_COPIES, space.NUM_MAGNITUDES, dtype=np.int64)  # the NaN slot
+    mag_slot[space.MAGNITUDE_COPY_INDEX] = np.arange(space.NUM_MAGNITUDES)
+    family_local = np.full((len(FAMILIES), NUM_OPS + 1), -1, dtype=np.int64)  # column 0: no op
+    for f, family in enumerate(FAMILIES):
+        for local, name in enumerate(family.builders):
+            family_local[f, space.OP_NAMES.index(name) + 1] = local
+
+    def put(a, dt=None):
+        return torch.as_tensor(a, dtype=dt, device=device)
+
+    return {"low": put(space.LAMBDA_LOW, dtype), "high": put(space.LAMBDA_HIGH, dtype),
+            "mag_slot": put(mag_slot), "family_local": put(family_local),
+            "signed": put([False] + _SIGNED), "k_thresholds": put(_K_THRESHOLDS, torch.float32)}
+
+
+def physical_from_lambda(lam: Tensor) -> tuple[Tensor, Tensor]:
+    """(…, 54) logits → probabilities (…, 30), magnitudes (…, 30) (NaN for probability-only ops).
+
+    The torch twin of ``space.lambda_to_physical`` + ``space.split_physical``; differentiable.
+    """
+    if lam.shape[-1] != space.NUM_HYPERPARAMETERS:
+        raise HbaError(f"λ must have {space.NUM_HYPERPARAMETERS} entries, got {lam.shape[-1]}")
+    c = _constants(lam.device, lam.dtype)
+    values = c["low"] + (c["high"] - c["low"]) * torch.sigmoid(lam)
+    nan = values.new_full(values.shape[:-1] + (1,), float("nan"))
+    magnitudes = torch.cat([values[..., space.MAGNITUDE_SLOTS], nan], dim=-1)
+    return values[..., space.PROBABILITY_SLOTS], magnitudes.index_select(-1, c["mag_slot"])
+
+
+def _per_example(values, n: int, device: torch.device, what: str) -> Tensor:
+    """(30,) shared or (N, 30) per example → float32 (N, 30) on the device."""
+    t = torch.as_tensor(values, dtype=torch.float32).to(device)
+    if t.shape not in ((NUM_COPIES,), (n, NUM_COPIES)):
+        raise HbaError(f"{what} must have shape (30,) or ({n}, 30), got {tuple(t.shape)}")
+    return t.expand(n, NUM_COPIES)
+
+
+def _uniform(n: int, columns: int, generator: torch.Generator | None,
+             device: torch.device) -> Tensor:
+    """All of a step's random numbers in one draw, on the generator's device."""
+    source = generator.device if generator is not None else device
+    return torch.rand(n, columns, generator=generator, device=source).to(device)
+
+
+@dataclass
+class Walk:
+    """The sampled walk of a batch. Copy indices are into ``space.OP_COPIES``; −1 = none."""
+
+    k: Tensor       # (N,) int64 number of ops asked for
+    order: Tensor   # (N, 30) int64 copy visited at each step
+    applied_in_order: Tensor  # (N, 30) bool: the copy at this step was applied
+    first: Tensor   # (N,) int64 first applied copy
+    second: Tensor  # (N,) int64 second applied copy
+
+    @property
+    def applied(self) -> Tensor:
+        """(N, 30) bool in ``space.OP_COPIES`` order: copy j was applied to image i."""
+        return torch.zeros_like(self.applied_in_order).scatter_(1, self.order, self.applied_in_order)
+
+
+def walk_from_uniform(probabilities: Tensor, u: Tensor) -> Walk:
+    """The walk for uniforms u (N, ≥ 61): column 0 draws K, 1..30 the order, 31..60 the gates."""
+    k = (u[:, :1] >= _constants(u.device, torch.float32)["k_thresholds"]).sum(1)
+    order = u[:, 1:1 + NUM_COPIES].argsort(dim=1)  # a uniform random permutation per image
+    gates = u[:, 1 + NUM_COPIES:1 + 2 * NUM_COPIES] < probabilities.gather(1, order)
+    rank = gates.cumsum(1)  # how many gates have opened up to and including this step
+    applied_in_order = gates & (rank <= k.unsqueeze(1))
+
+    def copy_at(r: int) -> Tensor:
+        step = applied_in_order & (rank == r)
+        chosen = order.gather(1, step.to(torch.uint8).argmax(1, keepdim=True)).squeeze(1)
+        return torch.where(step.any(1), chosen, -1)
+
+    return Walk(k, order, applied_in_order, copy_at(1), copy_at(2))
+
+
+def sample_walk(probabilities: Tensor, generator: torch.Generator | None = None) -> Walk:
+    """Sample the walk alone (no images): probabilities (N, 30). For statistics and tests."""
+    return walk_from_uniform(probabilities, _uniform(probabilities.shape[0], 1 + 2 * NUM_COPIES,
+                                                     generator, probabilities.device))
+
+
+def _apply_stage(images: Tensor, op: Tensor, magnitudes: Tensor, centres: Tensor,
+                 subset: bool) -> Tensor:
+    """Apply op[i] (index into space.OPS, −1 = none) to image i, family by family."""
+    family_local = _constants(images.device, torch.float32)["family_local"]
+    for f, family in enumerate(FAMILIES):
+        local = family_local[f, op + 1]
+        if subset:  # only the members, each op only on its own: data-dependent shapes
+            members = (local >= 0).nonzero().squeeze(1)
+            if members.numel():
+                sub = Batch(images[members], magnitudes[members], centres[members])
+                images[members] = family.run(sub, local[members], subset=True)
+        else:  # static shapes: identity parameters for non-members, no host sync
+            images = family.run(Batch(images, magnitudes, centres), local)
+    return images
+
+
+UNIFORMS_PER_IMAGE = 1 + 2 * NUM_COPIES + 6  # K, order, gates, then per stage: sign, centre
+
+
+def augment_from_uniform(images: Tensor, probabilities: Tensor, magnitudes: Tensor, u: Tensor,
+                         subset: bool | None = None) -> Tensor:
+    """A(x; p, m) given all random numbers: images uint8 N×C×H×W (modified in place),
+    probabilities and magnitudes (N, 30) float32, u (N, UNIFORMS_PER_IMAGE) uniforms.
+
+    ``subset`` picks how families reach their members: the CPU default (True) index-selects
+    them; the CUDA default (False) masks, with no host synchronisation.
+    """
+    n, _, h, w = images.shape
+    subset = images.device.type == "cpu" if subset is None else subset
+    walk = walk_from_uniform(probabilities, u)
+    extra = u[:, 1 + 2 * NUM_COPIES:].view(n, 3, 2)  # sign, centre row, centre column × stage
+    copies = torch.stack([walk.first, walk.second], 1)  # (N, 2): the copy of each stage
+    ops = torch.where(copies >= 0, copies % NUM_OPS, -1)
+    magnitude = magnitudes.gather(1, copies.clamp(min=0))
+    flip = _constants(images.device, torch.float32)["signed"][ops + 1] & (extra[:, 0] < 0.5)
+    magnitude = torch.where(flip, -magnitude, magnitude)
+    for stage in range(2):
+        centres = centres_from_uniform(extra[:, 1:, stage], h, w)
+        images = _apply_stage(images, ops[:, stage], magnitude[:, stage], centres, subset)
+    return images
+
+
+def augment_batch(images: Tensor, probabilities, magnitudes,
+                  generator: torch.Generator | None = None) -> Tensor:
+    """A(x; p, m) for a batch: images uint8 (or float in [0, 255]) N×C×H×W on any device.
+
+    probabilities, magnitudes: physical values, (30,) shared or (N, 30) per example, in
+    ``space.OP_COPIES`` order (magnitudes of probability-only ops are ignored; NaN is fine).
+    Same generator state → same output. Returns the input's dtype and shape, contiguous.
+    """
+    x = to_uint8(images).clone()
+    n = x.shape[0]
+    p = _per_example(probabilities, n, x.device, "probabilities")
+    m = torch.nan_to_num(_per_example(magnitudes, n, x.device, "magnitudes"))
+    u = _uniform(n, UNIFORMS_PER_IMAGE, generator, x.device)
+    return augment_from_uniform(x, p, m, u).to(images.dtype)
+
+
+def augment_pil(image: Image.Image, probabilities, magnitudes,
+                rng: np.random.Generator) -> Image.Image:
+    """A(x; p, m) for one PIL image, through ``ops_pil`` (the same walk as ``augment_batch``)."""
+    u = rng.random()
+    k = int(np.searchsorted(_K_THRESHOLDS, u, side="right"))
+    if k == 0:
+        return image
+    order = rng.permutation(NUM_COPIES)
+    opened = order[rng.random(NUM_COPIES) < np.asarray(probabilities)[order]][:k]
+    for copy in opened:
+        op = space.OP_COPIES[copy].op
+        magnitude = float(magnitudes[copy]) if op.has_magnitude else None
+        if op.signed and rng.random() < 0.5:
+            magnitude = -magnitude
+        image = apply_op_pil(op.name, image, magnitude, rng)
+    return image
+
+
+class PolicyTransform:
+    """Per-image A(x; p, m) for torchvision ``Compose`` / DataLoader workers (picklable).
+
+    PIL image in → PIL image out; uint8 tensor C×H×W in → tensor out. ``seed`` fixes the stream
+    in the main process; in a DataLoader worker the stream is drawn from (seed, the worker's
+    torch seed), so workers and epochs differ and a seeded DataLoader repeats exactly.
+    """
+
+    def __init__(self, probabilities, magnitudes, seed: int | None = None):
+        self.probabilities = np.asarray(probabilities, dtype=np.float64)
+        self.magnitudes = np.nan_to_num(np.asarray(magnitudes, dtype=np.float64))
+        if self.probabilities.shape != (NUM_COPIES,) or self.magnitudes.shape != (NUM_COPIES,):
+            raise HbaError("PolicyTransform needs 30 probabilities and 30 magnitudes "
+                           "(space.OP_COPIES order)")
+        self.seed = seed
+        self._rng: np.random.Generator | None = None
+        self._owner: tuple | None = None
+
+    def _generator(self) -> np.random.Generator:
+        """This process's stream, (re)made on first use in each process or worker."""
+        worker = torch.utils.data.get_worker_info()
+        owner = (os.getpid(), None if worker is None else worker.id)
+        if self._rng is None or owner != self._owner:
+            entropy = [] if self.seed is None else [self.seed]
+            if worker is not None:
+                entropy.append(worker.seed)
+            self._rng = np.random.default_rng(entropy or None)
+            self._owner = owner
+        return self._rng
+
+    def __call__(self, img):
+        rng = self._generator()
+        if isinstance(img, Image.Image):
+            return augment_pil(img, self.probabilities, self.magnitudes, rng)
+        if isinstance(img, Tensor) and img.dim() == 3:
+            generator = torch.Generator(device=img.device).manual_seed(int(rng.integers(2**63)))
+            return augment_batch(img.unsqueeze(0), torch.from_numpy(self.probabilities),
+                                 torch.from_numpy(self.magnitudes), generator).squeeze(0)
+        raise HbaError(f"PolicyTransform takes a PIL image or a C×H×W tensor, got {type(img).__name__}")
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(seed={self.seed})"

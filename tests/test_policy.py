@@ -1,0 +1,233 @@
+"""A(x; p, m): the walk's statistics against theory, the batched machinery against op-by-op
+application, reproducibility, and the per-image transform inside DataLoader workers."""
+
+from __future__ import annotations
+
+import pickle
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from hbacli import ops, policy, space
+from hbacli.errors import HbaError
+
+K_PROBS = np.array(space.K_PROBABILITIES)
+SAMPLES = 20_000
+INVERT_COPIES = [i for i, oc in enumerate(space.OP_COPIES) if oc.op.name == "Invert"]
+
+
+def _mid_magnitudes() -> np.ndarray:
+    values = space.LAMBDA_LOW * 0.5 + space.LAMBDA_HIGH * 0.5
+    return space.split_physical(values)[1]
+
+
+def _within_4_se(observed: np.ndarray, expected: np.ndarray, n: int) -> None:
+    se = np.sqrt(np.maximum(expected * (1 - expected), 1e-12) / n)
+    assert np.all(np.abs(observed - expected) <= 4 * se + 1e-12), (observed, expected)
+
+
+def theoretical_rates(p: np.ndarray) -> np.ndarray:
+    """Exact P(copy j applied) for the shuffled gated walk.
+
+    Give every copy a uniform arrival time t; copy j is applied iff its gate opens and fewer
+    than K gates opened among copies arriving before it. Given t, each other copy i arrives
+    earlier and opens with probability p_i·t independently, so P(#opened before < K | t) is a
+    Poisson-binomial tail: a polynomial of degree 29 in t, integrated exactly by 40-point
+    Gauss–Legendre.
+    """
+    nodes, weights = np.polynomial.legendre.leggauss(40)
+    t, w = (nodes + 1) / 2, weights / 2
+    rates = np.zeros(len(p))
+    for j in range(len(p)):
+        none, one = np.ones_like(t), np.zeros_like(t)
+        for q in np.delete(p, j)[:, None] * t:
+            none, one = none * (1 - q), one * (1 - q) + none * q
+        fewer_than = {0: 0.0, 1: none, 2: none + one}
+        rates[j] = p[j] * np.sum(w * sum(K_PROBS[k] * fewer_than[k] for k in (0, 1, 2)))
+    return rates
+
+
+def test_physical_from_lambda_matches_space():
+    lam = np.random.default_rng(0).normal(0, 2, size=(4, 54))
+    probs, mags = policy.physical_from_lambda(torch.tensor(lam))
+    want_p, want_m = space.split_physical(space.lambda_to_physical(lam))
+    np.testing.assert_allclose(probs.numpy(), want_p, rtol=1e-12)
+    np.testing.assert_allclose(mags.numpy(), want_m, rtol=1e-12)  # NaN where space has NaN
+    with pytest.raises(HbaError):
+        policy.physical_from_lambda(torch.zeros(53))
+
+
+def test_with_every_probability_one_exactly_k_ops_apply():
+    walk = policy.sample_walk(torch.ones(SAMPLES, 30), torch.Generator().manual_seed(0))
+    counts = walk.applied.sum(1)
+    assert torch.equal(counts, walk.k)
+    freq = np.bincount(counts.numpy(), minlength=3) / SAMPLES
+    _within_4_se(freq, K_PROBS, SAMPLES)
+
+
+def test_per_copy_application_rates_match_theory():
+    p = np.linspace(0.05, 0.95, 30)[np.random.default_rng(1).permutation(30)]
+    walk = policy.sample_walk(torch.tensor(p, dtype=torch.float32).expand(SAMPLES, 30),
+                              torch.Generator().manual_seed(1))
+    applied = walk.applied.numpy()
+    _within_4_se(applied.mean(0), theoretical_rates(p), SAMPLES)
+    assert np.all(applied.sum(1) <= walk.k.numpy())
+    # the stages are the applied copies, in walk order
+    first, second = walk.first.numpy(), walk.second.numpy()
+    assert np.array_equal(applied.sum(1), (first >= 0).astype(int) + (second >= 0))
+    rows = np.flatnonzero(second >= 0)
+    assert applied[rows, first[rows]].all() and applied[rows, second[rows]].all()
+
+
+def test_theory_agrees_with_a_direct_simulation():
+    """The exact formula itself, against a plain numpy simulation of PBA's loop."""
+    rng = np.random.default_rng(2)
+    p = rng.uniform(0, 1, 30)
+    n = 20_000
+    hits = np.zeros(30)
+    for _ in range(n):
+        k = rng.choice(3, p=K_PROBS)
+        done = 0
+        for j in rng.permutation(30):
+            if done == k:
+                break
+            if rng.random() < p[j]:
+                hits[j] += 1
+                done += 1
+    _within_4_se(hits / n, theoretical_rates(p), n)
+
+
+def test_both_copies_of_one_op_may_apply_and_k_shows_in_images():
+    """Only the two Invert copies, probability 1: K=1 inverts, K=2 inverts twice (identity)."""
+    x = torch.randint(0, 256, (10_000, 1, 4, 4), generator=torch.Generator().manual_seed(0),
+                      dtype=torch.uint8)
+    p = torch.zeros(30)
+    p[INVERT_COPIES] = 1.0
+    out = policy.augment_batch(x, p, torch.zeros(30), torch.Generator().manual_seed(5))
+    inverted = (out == 255 - x).flatten(1).all(1)
+    unchanged = (out == x).flatten(1).all(1)
+    assert bool((inverted | unchanged).all())
+    _within_4_se(np.array([inverted.float().mean().item()]), np.array([0.3]), len(x))
+
+
+def test_pil_walk_has_the_same_statistics():
+    img = Image.fromarray(np.arange(48, dtype=np.uint8).reshape(4, 4, 3))
+    p = np.zeros(30)
+    p[INVERT_COPIES] = 1.0
+    rng = np.random.default_rng(0)
+    n = 10_000
+    inverted = sum(policy.augment_pil(img, p, np.zeros(30), rng).tobytes() != img.tobytes()
+                   for _ in range(n))
+    _within_4_se(np.array([inverted / n]), np.array([0.3]), n)
+
+
+def test_batched_policy_equals_ops_applied_one_by_one(cifar_slice):
+    """The stage/family machinery (both subset and masked paths) against the plain definition:
+    for each image, its walk's applied copies through ``ops.apply_op``, signs and centres
+    taken from the same uniforms."""
+    x = torch.from_numpy(cifar_slice["test_images"][:64]).contiguous()
+    n = len(x)
+    rng = np.random.default_rng(3)
+    p = torch.tensor(rng.uniform(0.2, 1.0, (n, 30)), dtype=torch.float32)  # per example
+    m = torch.tensor(np.nan_to_num(space.split_physical(space.lambda_to_physical(
+        rng.normal(0, 2, (n, 54))))[1]), dtype=torch.float32)
+    u = torch.rand(n, policy.UNIFORMS_PER_IMAGE, generator=torch.Generator().manual_seed(4))
+    walk = policy.walk_from_uniform(p, u)
+    extra = u[:, 61:].view(n, 3, 2)
+    expected = x.clone()
+    for i in range(n):
+        for stage, copy in enumerate((walk.first[i].item(), walk.second[i].item())):
+            if copy < 0:
+                continue
+            op = space.OP_COPIES[copy].op
+            mag = m[i, copy].item() * (-1 if op.signed and extra[i, 0, stage] < 0.5 else 1)
+            img = expected[i:i + 1]
+            if op.name == "Cutout":
+                centre = ops.centres_from_uniform(extra[i:i + 1, 1:, stage], 32, 32)
+                img = ops.FAMILY_OF["Cutout"].run_one("Cutout", ops.Batch(img, torch.tensor([mag]), centre))
+            else:
+                img = ops.apply_op(op.name, img, mag)
+            expected[i] = img[0]
+    for subset in (True, False):
+        got = policy.augment_from_uniform(x.clone(), p, m, u, subset=subset)
+        assert torch.equal(got, expected), f"subset={subset}"
+    assert (expected != x).flatten(1).any(1).float().mean() > 0.5  # the test has teeth
+
+
+def test_seeded_reproducibility_and_shapes(cifar_slice):
+    x = torch.from_numpy(cifar_slice["train_images"][:32])
+    p, m = torch.full((30,), 0.5), torch.tensor(_mid_magnitudes())
+    a = policy.augment_batch(x, p, m, torch.Generator().manual_seed(7))
+    b = policy.augment_batch(x, p, m, torch.Generator().manual_seed(7))
+    c = policy.augment_batch(x, p, m, torch.Generator().manual_seed(8))
+    assert torch.equal(a, b) and not torch.equal(a, c)
+    assert a.shape == x.shape and a.dtype == torch.uint8
+    f = policy.augment_batch(x.float(), p, m, torch.Generator().manual_seed(7))
+    assert f.dtype == torch.float32 and torch.equal(f, a.float())
+    with pytest.raises(HbaError):
+        policy.augment_batch(x, torch.zeros(29), m)
+
+
+def test_per_example_probabilities():
+    x = torch.randint(0, 256, (200, 3, 8, 8), dtype=torch.uint8,
+                      generator=torch.Generator().manual_seed(0))
+    p = torch.zeros(200, 30)
+    p[100:, INVERT_COPIES[0]] = 1.0  # second half may invert, first half never changes
+    out = policy.augment_batch(x, p, torch.zeros(30), torch.Generator().manual_seed(1))
+    assert torch.equal(out[:100], x[:100])
+    assert torch.equal(out[100:][(out[100:] != x[100:]).flatten(1).any(1)],
+                       255 - x[100:][(out[100:] != x[100:]).flatten(1).any(1)])
+    assert (out[100:] != x[100:]).flatten(1).any(1).float().mean() > 0.6  # K ≥ 1: 80 %
+
+
+class _Folder(torch.utils.data.Dataset):
+    """A tiny dataset of image files, read with PIL as a user's dataset would."""
+
+    def __init__(self, paths, transform):
+        self.paths, self.transform = paths, transform
+
+    def __len__(self):
+        return len(self.paths)
+
+    def __getitem__(self, i):
+        with Image.open(self.paths[i]) as im:
+            return self.transform(im.convert("RGB"))
+
+
+def test_policy_transform_in_dataloader_workers(cifar_slice, tmp_path):
+    from torchvision import transforms
+
+    paths = []
+    first = cifar_slice["train_images"][0].transpose(1, 2, 0)
+    for i in range(8):  # the same image eight times: workers must still draw differently
+        paths.append(tmp_path / f"{i}.png")
+        Image.fromarray(first).save(paths[-1])
+    p, m = np.ones(30), _mid_magnitudes()
+    pil_policy = transforms.Compose([policy.PolicyTransform(p, m, seed=0), transforms.PILToTensor()])
+    tensor_policy = transforms.Compose([transforms.PILToTensor(), policy.PolicyTransform(p, m, seed=0)])
+    for transform in (pil_policy, tensor_policy):
+        loader = torch.utils.data.DataLoader(_Folder(paths, transform), batch_size=2,
+                                             num_workers=2)
+        out = torch.cat(list(loader))
+        assert out.shape == (8, 3, 32, 32) and out.dtype == torch.uint8
+        original = torch.from_numpy(first).permute(2, 0, 1)
+        assert (out != original).flatten(1).any(1).sum() >= 4  # K ≥ 1 for 80 % of images
+        assert len({o.numpy().tobytes() for o in out}) >= 5  # workers do not repeat a stream
+
+
+def test_policy_transform_types_and_pickling(cifar_slice):
+    img = Image.fromarray(cifar_slice["train_images"][0].transpose(1, 2, 0))
+    t = policy.PolicyTransform(np.full(30, 0.5), _mid_magnitudes(), seed=3)
+    clone = pickle.loads(pickle.dumps(t))
+    outs = [t(img) for _ in range(5)]
+    assert all(isinstance(o, Image.Image) and o.size == img.size for o in outs)
+    assert [o.tobytes() for o in outs] == [clone(img).tobytes() for _ in range(5)]  # seeded
+    tensor = torch.from_numpy(cifar_slice["train_images"][0])
+    out = t(tensor)
+    assert isinstance(out, torch.Tensor) and out.shape == tensor.shape and out.dtype == torch.uint8
+    with pytest.raises(HbaError):
+        t("not an image")
+    with pytest.raises(HbaError):
+        policy.PolicyTransform(np.zeros(29), np.zeros(30))
