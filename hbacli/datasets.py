@@ -4,9 +4,11 @@
 ``ImageSplits``: uint8 images and int64 labels for train / validation / test, plus the
 per-channel mean and std of the training split. Where the images come from, in order:
 
-1. torchvision's own files in the data directory (``cifar-10-batches-py/``, ``train_32x32.mat``…);
-2. an ImageFolder tree or archive there (``cifar10/``, ``cifar10.tar.gz``, ``cifar10-jpeg.tar.gz``…)
-   with ``train/<class>/*`` and ``test/<class>/*`` (``val/`` stands in for a missing ``test/``);
+1. torchvision's own files in the data directory (``cifar-10-batches-py/``,
+   ``train_32x32.mat``…);
+2. an ImageFolder tree or archive there (``cifar10/``, ``cifar10.tar.gz``,
+   ``cifar10-jpeg.tar.gz``…) with ``train/<class>/*`` and ``test/<class>/*`` (``val/`` stands
+   in for a missing ``test/``);
 3. a torchvision download into the data directory.
 
 Decoded images are cached as uint8 arrays in the cache directory, keyed by the source files'
@@ -361,7 +363,8 @@ def _find_pool(name: str, source: _Source, root: Path, cache: Path, download: bo
     tv = source.torchvision
     looked = []
     if tv is not None:
-        looked.append(f"torchvision's {', '.join(sorted({f.split('/')[0] for f in tv.files}))}")
+        looked.append("torchvision's " + ", ".join(sorted({f.split("/")[0] + "/" * ("/" in f)
+                                                           for f in tv.files})))
         for tv_root in (root, root / source.folder_names[0]):
             present = [tv_root / f for f in tv.files]
             if all(p.is_file() for p in present):
@@ -427,16 +430,15 @@ def _imagefolder_pool(path_text: str, data_root: Path, cache: Path) -> _Pool:
 
 # --------------------------------------------------------------------------- the decoded cache
 
-def _signature(path: Path) -> list:
-    st = path.stat()
-    return [str(path.resolve()), st.st_size, st.st_mtime_ns]
-
-
 def _cache_path(cache: Path, key: str, files: Sequence[Path], params: dict) -> Path:
-    description = json.dumps({"format": CACHE_FORMAT, "source": key, "params": params,
-                              "files": [_signature(f) for f in files]}, sort_keys=True)
-    digest = hashlib.sha256(description.encode()).hexdigest()[:20]
-    return cache / "decoded" / f"{key}-{digest}.npz"
+    """<cache>/decoded/<key>-<digest>.npz; the digest covers every source file's path, size
+    and mtime (hashed incrementally: a tree can list a million files)."""
+    digest = hashlib.sha256(json.dumps({"format": CACHE_FORMAT, "source": key, "params": params},
+                                       sort_keys=True).encode())
+    for path in files:
+        st = path.stat()
+        digest.update(f"\0{path.resolve()}\0{st.st_size}\0{st.st_mtime_ns}".encode())
+    return cache / "decoded" / f"{key}-{digest.hexdigest()[:20]}.npz"
 
 
 def _cached(cache: Path, key: str, files: Sequence[Path], params: dict,

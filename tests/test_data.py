@@ -19,7 +19,7 @@ from PIL import Image
 
 from hbacli import datasets
 from hbacli.data import (BaselinePipeline, DeviceLoader, StreamingLoader, cutout, load_dataset,
-                         make_loader, random_crop, random_flip)
+                         make_loader, random_crop, random_flip, random_resized_crop)
 from hbacli.errors import HbaError
 
 from conftest import CIFAR_CLASSES, SHARED_DATASETS
@@ -418,7 +418,8 @@ def test_svhn_pipeline_is_standardise_then_cutout_20(cifar_slice):
     out = pipeline.train(images, torch.Generator().manual_seed(0))
     changed = (out != plain).any(1)
     for i in range(50):
-        rows, cols = torch.nonzero(changed[i].any(1)).flatten(), torch.nonzero(changed[i].any(0)).flatten()
+        rows = torch.nonzero(changed[i].any(1)).flatten()
+        cols = torch.nonzero(changed[i].any(0)).flatten()
         assert len(rows) <= 20 and len(cols) <= 20 and (out[i][:, changed[i]] == 0).all()
     assert max(int(changed[i].sum()) for i in range(50)) == 400
 
@@ -432,9 +433,22 @@ def test_imagenet_pipeline_crops_jitters_and_standardises(cifar_slice):
     big = torch.nn.functional.interpolate(small[:2].float(), size=256).to(torch.uint8)
     assert pipeline.train(big, torch.Generator().manual_seed(0)).shape == (2, 3, 224, 224)
     assert pipeline.eval(big).shape == (2, 3, 224, 224)
-    # On a flat grey image crops change nothing; jitter and lighting change each image's colour.
-    grey = torch.full((8, 3, 32, 32), 128, dtype=torch.uint8)
+    # The crop is a box of the image: the whole image when asked so, else a smaller one.
+    whole = random_resized_crop(small.float(), 32, scale=(1.0, 1.0), ratio=(1.0, 1.0))
+    torch.testing.assert_close(whole, small.float(), atol=1e-3, rtol=0)
+    columns = torch.arange(32.0).expand(16, 3, 32, 32)
+    quarter = random_resized_crop(columns, 32, torch.Generator().manual_seed(2), scale=(0.25, 0.25),
+                                  ratio=(1.0, 1.0))
+    spans = quarter.amax(dim=(1, 2, 3)) - quarter.amin(dim=(1, 2, 3))
+    assert bool(((spans > 14.5) & (spans < 16)).all())          # a 16-pixel-wide box each
+    assert len(set(quarter.amin(dim=(1, 2, 3)).tolist())) > 4     # at different places
+    # On a flat grey image crops change nothing; jitter and lighting change each image's colour:
+    # brightness ×U[0.6, 1.4] spreads the grey level widely; lighting (σ 0.1) shifts it ~0.02.
+    grey = torch.full((64, 3, 32, 32), 128, dtype=torch.uint8)
     jittered = pipeline.train(grey, torch.Generator().manual_seed(1))
     per_image = jittered.mean(dim=(2, 3))
     assert torch.allclose(jittered, per_image[:, :, None, None].expand_as(jittered), atol=1e-4)
-    assert per_image.std(0).min() > 0.01
+    level = per_image * torch.tensor(datasets.IMAGENET_STD) + torch.tensor(datasets.IMAGENET_MEAN)
+    assert level.mean(1).max() - level.mean(1).min() > 0.25
+    channel_spread = level - level.mean(1, keepdim=True)
+    assert 2e-4 < channel_spread.abs().mean() < 0.01   # only lighting tints grey, a little
