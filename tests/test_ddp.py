@@ -1,0 +1,68 @@
+"""`hba evaluate` data-parallel: two CPU processes under torchrun (gloo), compared with the
+same command in one process."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import subprocess
+import sys
+
+import numpy as np
+
+from hbacli import space
+from hbacli.results import EvaluationResults
+from hbacli.schedule import Schedule, save_schedule
+
+ARGS = ["--dataset", "digits", "--model", "wrn16_1", "--epochs", "1", "--train-size", "64",
+        "--batch-size", "32", "--seeds", "0", "--device", "cpu"]
+# torchrun runs a script; this one is the `hba` entry point.
+LAUNCHER = "from hbacli.cli import main\nmain()\n"
+
+
+def shape(value):
+    """The JSON's structure: keys and list lengths, not values."""
+    if isinstance(value, dict):
+        return {k: shape(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [shape(v) for v in value]
+    return type(value).__name__ if value is not None else None
+
+
+def finite_numbers(value) -> bool:
+    if isinstance(value, dict):
+        return all(finite_numbers(v) for v in value.values())
+    if isinstance(value, list):
+        return all(finite_numbers(v) for v in value)
+    return not isinstance(value, float) or math.isfinite(value)
+
+
+def test_two_process_run_matches_the_single_process_run(tmp_path):
+    schedule = tmp_path / "schedule.json"
+    high = np.array([oc.op.high if oc.op.has_magnitude else np.nan for oc in space.OP_COPIES])
+    save_schedule(Schedule.from_arrays(np.full((4, 30), 0.3), np.tile(high, (4, 1))), schedule)
+    (tmp_path / "launch.py").write_text(LAUNCHER)
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+
+    def run(launcher: list[str], name: str) -> dict:
+        command = [*launcher, "evaluate", str(schedule), *ARGS, "--out", f"{name}.json",
+                   "--run-dir", name]
+        done = subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True,
+                              timeout=240)
+        assert done.returncode == 0, done.stderr[-3000:]
+        # Rank 0 alone prints (and writes).
+        assert done.stdout.count("results written to") == 1, done.stdout
+        return json.loads((tmp_path / f"{name}.json").read_text())
+
+    ddp = run([sys.executable, "-m", "torch.distributed.run", "--standalone",
+               "--nproc_per_node=2", "launch.py"], "ddp")
+    single = run([sys.executable, "launch.py"], "single")
+
+    EvaluationResults.model_validate(ddp)
+    assert shape(ddp) == shape(single)
+    assert finite_numbers(ddp)
+    assert ddp["provenance"]["world_size"] == 2 and single["provenance"]["world_size"] == 1
+    assert ddp["train_images"] == single["train_images"] == 64
+    assert 0 <= ddp["per_seed"][0]["test_error"] <= 100
+    assert (tmp_path / "ddp" / "seed-0" / "checkpoint.pt").is_file()
