@@ -19,6 +19,7 @@ SCHEMA_MODELS: dict[str, str] = {
     "schedule.schema.json": "hbacli.schedule:Schedule",
     "search-config.schema.json": "hbacli.presets:SearchConfig",
     "evaluate-config.schema.json": "hbacli.presets:EvaluateConfig",
+    "evaluation-results.schema.json": "hbacli.results:EvaluationResults",
 }
 
 SCHEMAS_DIR = Path(__file__).resolve().parents[1] / "schemas"
