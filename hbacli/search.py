@@ -86,7 +86,8 @@ def lr_factor(step: int, cfg: SearchConfig, steps_per_epoch: int) -> float:
 
 
 def rounds_per_epoch(train_batches: int, val_batches: int, cfg: SearchConfig) -> int:
-    """Rounds in one pass over the training loader; HbaError when the data are too small."""
+    """Rounds in one pass over the training data (``train_batches`` full batches); HbaError
+    when the training or validation data are too small for the batch size."""
     if train_batches < cfg.train_steps:
         raise HbaError(
             f"batch size {cfg.batch_size} is too large for the training data: an epoch needs at "
@@ -135,12 +136,13 @@ class SearchEngine:
         self.cfg = cfg
         self.device = device
         self.memory_format = memory_format(device)
+        self.rounds = rounds_per_epoch(len(splits.train_labels) // cfg.batch_size,
+                                       len(splits.val_labels) // cfg.batch_size, cfg)
         self.train_loader = DeviceLoader(splits.train_images, splits.train_labels,
                                          cfg.batch_size, device, shuffle=True, drop_last=True,
                                          seed=cfg.seed)
         self.val_loader = DeviceLoader(splits.val_images, splits.val_labels, cfg.batch_size,
                                        device, shuffle=True, drop_last=True, seed=cfg.seed + 1)
-        self.rounds = rounds_per_epoch(len(self.train_loader), len(self.val_loader), cfg)
         self.steps_per_epoch = self.rounds * cfg.train_steps
         self.pipeline = BaselinePipeline(splits.family, splits.mean, splits.std, cutout=True)
 

@@ -1,0 +1,207 @@
+"""The HBA search engine on real data (the embedded digits), tiny networks, a few steps, CPU."""
+
+from __future__ import annotations
+
+import csv
+import json
+
+import numpy as np
+import pytest
+import torch
+from typer.testing import CliRunner
+
+from hbacli import space
+from hbacli.cli import app
+from hbacli.errors import HbaError
+from hbacli.presets import STRATEGIES, resolve_search_config
+from hbacli.schedule import load_schedule
+from hbacli.search import (LOG_FIELDS, SearchEngine, config_differences, lr_factor, run_search,
+                           top_ops)
+
+# Small enough for seconds on 2 CPU cores, large enough that λ gets a dozen Adam steps.
+TINY = dict(model="wrn16_1", train_size=256, val_size=64, batch_size=32, epochs=3,
+            device="cpu")
+
+
+def tiny_config(**overrides):
+    return resolve_search_config("digits", None, **{**TINY, **overrides})
+
+
+def search(tmp_path, name, cfg, **kwargs):
+    return run_search(cfg, out=tmp_path / f"{name}.json", run_dir=tmp_path / name,
+                      progress=False, **kwargs)
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(tmp_path_factory):
+    """One 3-epoch search, shared by the tests that only read its results."""
+    tmp = tmp_path_factory.mktemp("uninterrupted")
+    return tmp, search(tmp, "run", tiny_config())
+
+
+# ---- pure helpers ------------------------------------------------------------------------------
+
+def test_cosine_lr_runs_from_one_to_zero_over_all_steps():
+    cfg = tiny_config(epochs=4)
+    assert lr_factor(0, cfg, 10) == 1.0
+    assert lr_factor(20, cfg, 10) == pytest.approx(0.5)
+    assert lr_factor(40, cfg, 10) == pytest.approx(0.0, abs=1e-12)
+
+
+def test_step_lr_drops_tenfold_at_each_milestone_epoch():
+    cfg = tiny_config(epochs=6, lr_schedule="step", lr_milestones=[2, 4])
+    assert [lr_factor(e * 10, cfg, 10) for e in range(6)] == pytest.approx(
+        [1, 1, 0.1, 0.1, 0.01, 0.01])
+    assert lr_factor(19, cfg, 10) == 1.0
+
+
+def test_top_ops_labels_the_most_probable_copies():
+    probabilities = np.full(30, 0.05)
+    probabilities[4], probabilities[15 + 14] = 0.4, 0.3  # Rotate copy 0, Cutout copy 1
+    assert [label for label, _ in top_ops(probabilities, 2)] == ["Rotate#0", "Cutout#1"]
+
+
+def test_resume_ignores_device_but_not_settings_that_change_the_search():
+    saved = tiny_config().model_dump()
+    assert config_differences(saved, tiny_config(device="auto").model_dump()) == []
+    assert config_differences(saved, tiny_config(sigma=0.5).model_dump()) == ["sigma: 1.0 → 0.5"]
+
+
+# ---- the algorithm -------------------------------------------------------------------------------
+
+def test_search_moves_lambda_and_records_every_epoch_in_physical_units(uninterrupted):
+    _, schedule = uninterrupted
+    probabilities, magnitudes = schedule.probabilities(), schedule.magnitudes()
+    assert probabilities.shape == magnitudes.shape == (3, 30)
+    initial_p, initial_m = space.split_physical(space.lambda_to_physical(space.initial_lambda()))
+    moved = np.abs(space.join_physical(probabilities[-1], magnitudes[-1])
+                   - space.join_physical(initial_p, initial_m)) / (space.LAMBDA_HIGH - space.LAMBDA_LOW)
+    assert moved.max() > 0.01          # some hyperparameter moved by over 1% of its range
+    assert (moved > 1e-4).sum() > 20   # and most of them moved at all
+    assert not np.array_equal(probabilities[0], probabilities[-1])  # it keeps moving per epoch
+
+
+def test_lambda_steps_lower_the_validation_loss(tmp_path):
+    """Adam's λ steps go downhill: the same validation data have a lower loss afterwards."""
+    from hbacli.data import load_dataset
+
+    cfg = tiny_config(val_size=32)  # one validation batch: the λ steps all see it
+    splits = load_dataset(cfg.dataset, None, cfg.train_size, cfg.val_size, cfg.split_seed)
+    torch.manual_seed(0)
+    engine = SearchEngine(cfg, splits, torch.device("cpu"))
+    engine.run_epoch(0)  # train φ around the initial λ (λ moves too)
+    lam_before = engine.lam.detach().clone()
+    loss_before = engine.validation_loss(lam_before)
+    images, labels = next(iter(engine.val_loader))
+    for _ in range(5):
+        engine.hyper_step(images, labels)
+    assert not torch.equal(engine.lam.detach(), lam_before)
+    assert engine.validation_loss(engine.lam.detach()) < loss_before
+
+
+def test_two_runs_with_one_seed_give_one_schedule_and_another_seed_another(tmp_path):
+    cfg = tiny_config(epochs=1, train_size=128)
+    first, second = search(tmp_path, "a", cfg), search(tmp_path, "b", cfg)
+    other = search(tmp_path, "c", tiny_config(epochs=1, train_size=128, seed=1))
+    assert np.array_equal(first.probabilities(), second.probabilities())
+    assert np.array_equal(first.magnitudes(), second.magnitudes(), equal_nan=True)
+    assert not np.array_equal(first.probabilities(), other.probabilities())
+
+
+@pytest.mark.parametrize("strategy", STRATEGIES)
+def test_every_weight_sharing_strategy_runs(tmp_path, strategy):
+    cfg = tiny_config(strategy=strategy, epochs=1, train_size=64, val_size=32)
+    schedule = search(tmp_path, "run", cfg)
+    assert schedule.epochs == 1
+    assert schedule.provenance.strategy == strategy
+
+
+# ---- files, interruption, resume -----------------------------------------------------------------
+
+def test_run_directory_holds_config_schedule_log_and_checkpoint(uninterrupted):
+    tmp, schedule = uninterrupted
+    run_dir = tmp / "run"
+    assert json.loads((run_dir / "config.json").read_text()) == tiny_config().model_dump(mode="json")
+    assert load_schedule(tmp / "run.json") == schedule
+    assert np.array_equal(load_schedule(run_dir / "schedule.json").probabilities(),
+                          schedule.probabilities())
+    with open(run_dir / "log.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    assert tuple(rows[0]) == LOG_FIELDS
+    assert [int(r["epoch"]) for r in rows] == [1, 2, 3]
+    assert all(0 <= float(r["val_accuracy"]) <= 1 and float(r["images_per_second"]) > 0
+               for r in rows)
+    assert rows[0]["top_ops"].count("#") == 3
+    assert (run_dir / "checkpoint.pt").is_file()
+    provenance = schedule.provenance
+    assert (provenance.dataset, provenance.model, provenance.epochs) == ("digits", "wrn16_1", 3)
+    assert (provenance.train_size, provenance.val_size) == (256, 64)
+    assert provenance.config["sigma"] == 1.0 and provenance.search_seconds > 0
+
+
+def test_interrupted_then_resumed_equals_uninterrupted(tmp_path, uninterrupted):
+    _, expected = uninterrupted
+    cfg = tiny_config()
+
+    def interrupt_after_two(record):
+        if record.epoch == 2:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        search(tmp_path, "run", cfg, on_epoch_end=interrupt_after_two)
+    assert load_schedule(tmp_path / "run" / "schedule.json").epochs == 2
+    assert not (tmp_path / "run.json").exists()
+    with pytest.raises(HbaError, match="--resume"):
+        search(tmp_path, "run", cfg)
+    with pytest.raises(HbaError, match="epochs: 3 → 4"):
+        search(tmp_path, "run", tiny_config(epochs=4), resume=True)
+    resumed = search(tmp_path, "run", cfg, resume=True)
+    assert np.array_equal(resumed.probabilities(), expected.probabilities())
+    assert np.array_equal(resumed.magnitudes(), expected.magnitudes(), equal_nan=True)
+    with open(tmp_path / "run" / "log.csv", newline="") as f:
+        assert [int(r["epoch"]) for r in csv.DictReader(f)] == [1, 2, 3]
+
+
+def test_resume_without_a_checkpoint_is_a_one_line_error(tmp_path):
+    with pytest.raises(HbaError, match="nothing to resume"):
+        search(tmp_path, "run", tiny_config(), resume=True)
+
+
+# ---- the command line ----------------------------------------------------------------------------
+
+def invoke(tmp_path, *args):
+    return CliRunner().invoke(app, ["search", "--dataset", "digits", "--out",
+                                    str(tmp_path / "s.json"), "--run-dir",
+                                    str(tmp_path / "run"), *args])
+
+
+def test_cli_search_prints_progress_lines_without_a_terminal(tmp_path):
+    result = invoke(tmp_path, "--model", "wrn16_1", "--epochs", "1", "--train-size", "64",
+                    "--val-size", "32", "--batch-size", "32", "--device", "cpu")
+    assert result.exit_code == 0, result.output
+    assert "epoch 1/1" in result.output and "img/s" in result.output
+    assert f"schedule written to {tmp_path / 's.json'}" in result.output
+    assert load_schedule(tmp_path / "s.json").provenance.command.startswith("hba ")
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--batch-size", "64", "--train-size", "100"], "batch size 64 is too large"),
+    (["--batch-size", "64", "--val-size", "40"], "larger than the validation data"),
+    (["--model", "resnet9000"], "unknown model 'resnet9000'"),
+    (["--strategy", "2nd-bn"], "strategy"),
+    (["--epochs", "0"], "epochs"),
+    (["--resume"], "nothing to resume"),
+])
+def test_cli_rejects_impossible_settings_on_one_line(tmp_path, args, message):
+    result = invoke(tmp_path, "--model", "wrn16_1", "--device", "cpu", *args)
+    assert result.exit_code == 2
+    lines = result.output.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: ") and message in lines[0], lines
+
+
+def test_cli_rejects_an_unknown_dataset_and_a_malformed_flag(tmp_path):
+    result = CliRunner().invoke(app, ["search", "--dataset", "mnist-9000"])
+    assert result.exit_code == 2 and "unknown dataset 'mnist-9000'" in result.output
+    assert len(result.output.strip().splitlines()) == 1
+    result = invoke(tmp_path, "--epochs", "many")  # parsed by typer: its usage message
+    assert result.exit_code == 2 and "Invalid value for '--epochs'" in result.output
