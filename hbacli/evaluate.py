@@ -668,7 +668,7 @@ def _train_seed(cfg: EvaluateConfig, seed: int, data: TrainingData, policy: Poli
                         train_loss=loss, train_accuracy=accuracy, epochs=cfg.epochs,
                         train_seconds=seconds_before + session_seconds,
                         images_per_second=session_images / session_seconds if session_seconds
-                        else (records[-1].images_per_second if records else 0.0))
+                        else records[-1].images_per_second)
     if ranks.is_main:
         save_checkpoint(path, checkpoint_bytes(cfg, seed, cfg.epochs, trainer, records,
                                                result.train_seconds, result))
@@ -756,11 +756,10 @@ def _run(cfg, out, run_dir, resume, command_line, progress, replay, workers, on_
                 log.extend(records)
             finished.append(result)
             write_log([])
+            final = results()   # written after every seed: an interrupted run keeps its seeds
             if ranks.is_main:
-                atomic_write_json(out, results().model_dump(mode="json"))
-    final = results()
+                atomic_write_json(out, final.model_dump(mode="json"))
     if ranks.is_main:
-        atomic_write_json(out, final.model_dump(mode="json"))
         bar.print(results_table(final))
         bar.print(f"results written to {out} (per-epoch log and checkpoints in {run_dir})")
     return final
