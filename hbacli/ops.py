@@ -30,7 +30,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from functools import cached_property
+from functools import cached_property, lru_cache
 
 import torch
 import torch.nn.functional as F
@@ -49,6 +49,24 @@ def cutout_side(magnitude: float, height: int, width: int) -> int:
     return round(magnitude * min(height, width))
 
 
+@lru_cache(maxsize=None)
+def _levels(device: torch.device, dtype: torch.dtype) -> Tensor:
+    """The 256 intensity levels, (1, 1, 256), made once per device and dtype."""
+    return torch.arange(256, device=device).to(dtype).view(1, 1, 256)
+
+
+@lru_cache(maxsize=None)
+def _grid(height: int, width: int, device: torch.device) -> tuple[Tensor, Tensor]:
+    """Pixel rows (H, 1) and columns (1, W), int32."""
+    return (torch.arange(height, dtype=torch.int32, device=device).view(height, 1),
+            torch.arange(width, dtype=torch.int32, device=device).view(1, width))
+
+
+@lru_cache(maxsize=None)
+def _luma_weights(device: torch.device) -> Tensor:
+    return torch.tensor([19595, 38470, 7471], dtype=torch.int32, device=device).view(1, 3, 1, 1)
+
+
 @dataclass
 class Batch:
     """Images with their per-example op arguments, and statistics computed at most once."""
@@ -65,17 +83,20 @@ class Batch:
     def width(self) -> int:
         return self.images.shape[3]
 
-    def select(self, rows: Tensor) -> "Batch":
-        return Batch(self.images[rows], self.magnitudes[rows], self.centres[rows])
+    def rows(self, start: int, stop: int) -> Batch:
+        return Batch(self.images[start:stop], self.magnitudes[start:stop], self.centres[start:stop])
+
+    def levels(self, dtype: torch.dtype = torch.int64) -> Tensor:
+        return _levels(self.images.device, dtype)
+
+    @cached_property
+    def m64(self) -> Tensor:
+        """Magnitudes in float64, where Pillow computes in C doubles."""
+        return self.magnitudes.double()
 
     def column(self, values: Tensor) -> Tensor:
         """(N,) → (N, 1, 1): per-example values against (N, C, 256) tables."""
         return values.view(-1, 1, 1)
-
-    @cached_property
-    def levels(self) -> Tensor:
-        """The 256 intensity levels, (1, 1, 256) int64."""
-        return torch.arange(256, device=self.images.device).view(1, 1, 256)
 
     @cached_property
     def pixel_levels(self) -> Tensor:
@@ -94,54 +115,76 @@ class Batch:
     @cached_property
     def lowest_highest(self) -> tuple[Tensor, Tensor]:
         """(N, C, 1) int64 lowest and highest level present per image and channel."""
-        present = (self.histogram > 0).to(torch.uint8)
-        return present.argmax(2, keepdim=True), 255 - present.flip(2).argmax(2, keepdim=True)
+        n, c, h, w = self.images.shape
+        low, high = torch.aminmax(self.images.view(n, c, h * w), dim=2, keepdim=True)
+        return low.long(), high.long()
 
     @cached_property
     def luma(self) -> Tensor:
-        """(N, 1, H, W) uint8: Pillow's RGB → L conversion (ITU-R 601-2, integer, rounded)."""
+        """(N, 1, H, W) int32: Pillow's RGB → L conversion (ITU-R 601-2, integer, rounded)."""
         if self.images.shape[1] == 1:
-            return self.images
-        r, g, b = self.images.int().unbind(1)
-        return ((r * 19595 + g * 38470 + b * 7471 + 0x8000) >> 16).to(torch.uint8).unsqueeze(1)
+            return self.images.int()
+        weighted = (self.images.int() * _luma_weights(self.images.device)).sum(1, keepdim=True)
+        return (weighted + 0x8000) >> 16
 
 
 # --------------------------------------------------------------------------------------------
 # affine: Pillow's Image.transform(AFFINE, NEAREST) matrices (output pixel → input pixel), (N, 6)
 
 
-def _matrix(b: Batch, *entries: Tensor | float) -> Tensor:
-    m = b.magnitudes.double()
-    return torch.stack([e if isinstance(e, Tensor) else torch.full_like(m, e) for e in entries], 1)
+@lru_cache(maxsize=None)
+def _identity_row(device: torch.device) -> Tensor:
+    return torch.tensor([[1.0, 0.0, 0.0, 0.0, 1.0, 0.0]], dtype=torch.float64, device=device)
+
+
+def identity_matrix(b: Batch) -> Tensor:
+    return _identity_row(b.images.device).expand(b.images.shape[0], 6).clone()
+
+
+def _identity_but(b: Batch, entry: int, values: Tensor) -> Tensor:
+    matrices = identity_matrix(b)
+    matrices[:, entry] = values
+    return matrices
 
 
 def shear_x_matrix(b: Batch) -> Tensor:
-    return _matrix(b, 1.0, b.magnitudes.double(), 0.0, 0.0, 1.0, 0.0)
+    return _identity_but(b, 1, b.m64)
 
 
 def shear_y_matrix(b: Batch) -> Tensor:
-    return _matrix(b, 1.0, 0.0, 0.0, b.magnitudes.double(), 1.0, 0.0)
+    return _identity_but(b, 3, b.m64)
 
 
 def translate_x_matrix(b: Batch) -> Tensor:
-    return _matrix(b, 1.0, 0.0, b.magnitudes.double() * b.width, 0.0, 1.0, 0.0)
+    return _identity_but(b, 2, b.m64 * b.width)
 
 
 def translate_y_matrix(b: Batch) -> Tensor:
-    return _matrix(b, 1.0, 0.0, 0.0, 0.0, 1.0, b.magnitudes.double() * b.height)
+    return _identity_but(b, 5, b.m64 * b.height)
 
 
 def rotate_matrix(b: Batch) -> Tensor:
     """Image.rotate(m) about the centre: Pillow's matrix, its cos/sin rounded to 15 digits."""
-    angle = -torch.deg2rad(torch.remainder(b.magnitudes.double(), 360.0))
+    angle = -torch.deg2rad(torch.remainder(b.m64, 360.0))
     cos = torch.round(torch.cos(angle), decimals=15)
     sin = torch.round(torch.sin(angle), decimals=15)
     cx, cy = b.width / 2.0, b.height / 2.0
-    return _matrix(b, cos, sin, cx - cos * cx - sin * cy, -sin, cos, cy + sin * cx - cos * cy)
+    return torch.stack([cos, sin, cx - cos * cx - sin * cy, -sin, cos, cy + sin * cx - cos * cy], 1)
 
 
-def identity_matrix(b: Batch) -> Tensor:
-    return _matrix(b, 1.0, 0.0, 0.0, 0.0, 1.0, 0.0)
+@lru_cache(maxsize=None)
+def _fixed_point_map(device: torch.device) -> tuple[Tensor, Tensor, Tensor]:
+    """Matrix (a0..a5) → per coordinate (x, y): value at pixel (0, 0)'s centre, change per
+    column, change per row; the rounding Pillow adds to each; the one-pixel padding shift."""
+    to_coefficients = torch.tensor([  # columns: x0, dx/dcol, dx/drow, y0, dy/dcol, dy/drow
+        [0.5, 1, 0, 0.0, 0, 0], [0.5, 0, 1, 0.0, 0, 0], [1.0, 0, 0, 0.0, 0, 0],
+        [0.0, 0, 0, 0.5, 1, 0], [0.0, 0, 0, 0.5, 0, 1], [0.0, 0, 0, 1.0, 0, 0]],
+        dtype=torch.float64, device=device)
+    # ImagingScaleAffine (pure translations) floors its offsets; affine_fixed rounds everything
+    translation_rounding = torch.tensor([0.0, 0.5, 0.5, 0.0, 0.5, 0.5], dtype=torch.float64,
+                                        device=device)
+    padding = torch.tensor([1, 0, 0, 1, 0, 0], dtype=torch.int32, device=device) * _FIXED_ONE
+    return to_coefficients, translation_rounding, padding
 
 
 def affine_kernel(b: Batch, matrices: Tensor) -> Tensor:
@@ -153,22 +196,14 @@ def affine_kernel(b: Batch, matrices: Tensor) -> Tensor:
     outside sample to that border.
     """
     n, c, h, w = b.images.shape
-    a0, a1, a2, a3, a4, a5 = matrices.unbind(1)
-    # per coordinate (x, y): offset at pixel (0, 0) centre (+1 for the padding), d/dy, d/dx
-    offset = torch.stack([a2 + 0.5 * (a0 + a1), a5 + 0.5 * (a3 + a4)], 1) + 1
-    per_row = torch.stack([a1, a4], 1)
-    per_column = torch.stack([a0, a3], 1)
-    translation = ((a1 == 0) & (a3 == 0)).unsqueeze(1)
-    offset_fixed = torch.floor(offset * _FIXED_ONE + torch.where(translation, 0.0, 0.5))
-
-    def fixed(v: Tensor) -> Tensor:
-        return torch.floor(v * _FIXED_ONE + 0.5).int().view(n, 2, 1, 1)
-
-    ys = torch.arange(h, device=b.images.device, dtype=torch.int32).view(1, 1, h, 1)
-    xs = torch.arange(w, device=b.images.device, dtype=torch.int32).view(1, 1, 1, w)
-    coords = (offset_fixed.int().view(n, 2, 1, 1) + ys * fixed(per_row) + xs * fixed(per_column)) >> 16
-    x_in, y_in = coords.unbind(1)
-    source = y_in.clamp(0, h + 1) * (w + 2) + x_in.clamp(0, w + 1)
+    to_coefficients, translation_rounding, padding = _fixed_point_map(b.images.device)
+    translation = ((matrices[:, 1] == 0) & (matrices[:, 3] == 0)).unsqueeze(1)
+    rounding = torch.where(translation, translation_rounding, 0.5)
+    fixed = torch.floor(matrices @ to_coefficients * _FIXED_ONE + rounding).int() + padding
+    start, per_column, per_row = fixed.view(n, 2, 3, 1, 1).unbind(2)
+    rows, columns = _grid(h, w, b.images.device)
+    x_in, y_in = ((start + columns * per_column + rows * per_row) >> 16).unbind(1)
+    source = y_in.clamp_(0, h + 1) * (w + 2) + x_in.clamp_(0, w + 1)
     padded = F.pad(b.images, (1, 1, 1, 1), value=FILL).view(n, c, -1)
     picked = padded.gather(2, source.long().view(n, 1, h * w).expand(n, c, h * w))
     return picked.view(n, c, h, w)
@@ -181,21 +216,21 @@ def affine_kernel(b: Batch, matrices: Tensor) -> Tensor:
 def _blend_levels(degenerate: Tensor, b: Batch) -> Tensor:
     """Image.blend(degenerate, image, factor) for every level: C-float maths, clip, truncate."""
     factor = b.column(b.magnitudes.float())
-    return (degenerate + factor * (b.levels.float() - degenerate)).clamp(0, 255).trunc()
+    return (degenerate + factor * (b.levels(torch.float32) - degenerate)).clamp(0, 255).trunc()
 
 
 def invert_lut(b: Batch) -> Tensor:
-    return 255 - b.levels
+    return 255 - b.levels()
 
 
 def solarize_lut(b: Batch) -> Tensor:
-    threshold = b.column(256 - b.magnitudes.double())
-    return torch.where(b.levels >= threshold, 255 - b.levels, b.levels)
+    threshold = b.column(256 - b.m64)
+    return torch.where(b.levels() >= threshold, 255 - b.levels(), b.levels())
 
 
 def posterize_lut(b: Batch) -> Tensor:
     step = torch.pow(2, torch.round(b.magnitudes).clamp(0, 8).long())  # 2^(bits removed)
-    return torch.div(b.levels, b.column(step), rounding_mode="floor") * b.column(step)
+    return torch.div(b.levels(), b.column(step), rounding_mode="floor") * b.column(step)
 
 
 def brightness_lut(b: Batch) -> Tensor:
@@ -215,8 +250,8 @@ def autocontrast_lut(b: Batch) -> Tensor:
     low, high = (v.double() for v in b.lowest_highest)
     # a true division: torch turns `255.0 / tensor` into a reciprocal times 255 (1 ulp off)
     scale = torch.full_like(low, 255.0) / (high - low).clamp(min=1)
-    stretched = torch.trunc(b.levels * scale + (-low * scale)).clamp(0, 255)
-    return torch.where(high <= low, b.levels.double(), stretched)
+    stretched = torch.trunc(b.levels() * scale + (-low * scale)).clamp(0, 255)
+    return torch.where(high <= low, b.levels(torch.float64), stretched)
 
 
 def equalize_lut(b: Batch) -> Tensor:
@@ -226,7 +261,7 @@ def equalize_lut(b: Batch) -> Tensor:
     step = (b.height * b.width - hist.gather(2, high)) // 255
     below = hist.cumsum(2) - hist
     equalised = torch.div(step // 2 + below, step.clamp(min=1), rounding_mode="floor").clamp(max=255)
-    return torch.where((high <= low) | (step == 0), b.levels, equalised)
+    return torch.where((high <= low) | (step == 0), b.levels(), equalised)
 
 
 def lut_kernel(b: Batch, tables: Tensor) -> Tensor:
@@ -267,7 +302,7 @@ def blend_kernel(b: Batch, params: tuple[Tensor, Tensor]) -> Tensor:
 
 
 def cutout_boxes(b: Batch) -> Tensor:
-    side = torch.round(b.magnitudes.double() * min(b.height, b.width)).long()  # as cutout_side
+    side = torch.round(b.m64 * min(b.height, b.width)).long()  # as cutout_side
     top, left = (b.centres - (side // 2).unsqueeze(1)).unbind(1)
     return torch.stack([top, top + side, left, left + side], 1)
 
@@ -292,24 +327,29 @@ class Family:
     identity: Callable[[Batch], Tensor]             # (N, …) parameters that change nothing
     kernel: Callable[[Batch, object], Tensor]
 
-    def parameters(self, b: Batch, local: Tensor, subset: bool) -> object:
-        """Per-example parameters. ``subset``: build each op's parameters only for its own
-        examples (host-side indexing, the CPU path); otherwise build every op for the whole
-        batch and select per example (static shapes, no host sync: the CUDA path)."""
+    def parameters(self, b: Batch, local: Tensor) -> object:
+        """Every op built for the whole batch, selected per example by ``local`` (−1: identity):
+        static shapes, no host sync (the CUDA path)."""
         chosen = self.identity(b)
         for k, build in enumerate(self.builders.values()):
-            if subset:
-                rows = (local == k).nonzero().squeeze(1)
-                if rows.numel():
-                    chosen[rows] = build(b.select(rows)).to(chosen.dtype)
-            else:
-                built = build(b)
-                chosen = torch.where((local == k).view((-1,) + (1,) * (built.dim() - 1)),
-                                     built, chosen)
+            built = build(b)
+            chosen = torch.where((local == k).view((-1,) + (1,) * (built.dim() - 1)), built, chosen)
         return chosen
 
-    def run(self, b: Batch, local: Tensor, subset: bool = False) -> Tensor:
-        return self.kernel(b, self.parameters(b, local, subset))
+    def parameters_sorted(self, b: Batch, segments: list[tuple[int, int]]) -> object:
+        """Examples sorted by op: op k's are rows ``segments[k]``; each op is built for its own
+        rows only (data-dependent sizes decided on the host: the CPU path)."""
+        chosen = self.identity(b)
+        for (start, stop), build in zip(segments, self.builders.values()):
+            if stop > start:
+                chosen[start:stop] = build(b.rows(start, stop))
+        return chosen
+
+    def run(self, b: Batch, local: Tensor) -> Tensor:
+        return self.kernel(b, self.parameters(b, local))
+
+    def run_sorted(self, b: Batch, segments: list[tuple[int, int]]) -> Tensor:
+        return self.kernel(b, self.parameters_sorted(b, segments))
 
     def run_one(self, name: str, b: Batch) -> Tensor:
         """Op ``name`` on every example."""
@@ -319,16 +359,18 @@ class Family:
 class BlendFamily(Family):
     """Color and Sharpness: the degenerate image per example, and the factor (1: identity)."""
 
-    def parameters(self, b: Batch, local: Tensor, subset: bool) -> tuple[Tensor, Tensor]:
-        degenerate = super().parameters(b, local, subset)
-        return degenerate, torch.where(local >= 0, b.magnitudes, 1.0)
+    def parameters(self, b: Batch, local: Tensor) -> tuple[Tensor, Tensor]:
+        return super().parameters(b, local), torch.where(local >= 0, b.magnitudes, 1.0)
+
+    def parameters_sorted(self, b: Batch, segments: list[tuple[int, int]]) -> tuple[Tensor, Tensor]:
+        return super().parameters_sorted(b, segments), b.magnitudes
 
     def run_one(self, name: str, b: Batch) -> Tensor:
         return self.kernel(b, (self.builders[name](b), b.magnitudes))
 
 
 def _identity_tables(b: Batch) -> Tensor:
-    return b.levels.to(torch.uint8).expand(*b.images.shape[:2], 256).clone()
+    return b.levels(torch.uint8).expand(*b.images.shape[:2], 256).clone()
 
 
 def _any_degenerate(b: Batch) -> Tensor:

@@ -4,19 +4,22 @@ Per image: draw K ∈ {0, 1, 2} with p = .2/.3/.5; walk the 30 op copies in a ra
 each with its own probability, stop once K have been applied (so fewer than K may apply, and both
 copies of one op may apply). Geometric ops get a random sign (p = 0.5); Cutout a random centre.
 
-Batched (``augment_batch``): the walk is sampled for all images at once (argsort of uniform noise
-for the order, a cumulative sum of the gates for "stop after K"), which leaves every image with
-at most two op copies to apply: stage 1 and stage 2. Each stage runs the four kernel families of
-``ops.py`` (affine, lut, blend, fill), each family once for the whole batch with a different op
-(or identity) per example, so the cost is a fixed handful of kernels whatever the probabilities.
+Batched (``augment_batch``): the walk is sampled for all images at once (``walk_from_uniform``:
+the applied copies are the open ones with the earliest uniform arrival times), which leaves every
+image with at most two op copies to apply: stage 1 and stage 2. Each stage runs the four kernel
+families of ``ops.py`` (affine, lut, blend, fill), each family once with a different op (or
+identity) per example, so the number of kernels is fixed whatever the probabilities.
 
 How a family reaches its members depends on the device:
-- CUDA: every family runs on the whole batch, non-members with identity parameters — static
-  shapes, no host synchronisation;
-- CPU: each family runs on the index-selected subset of its members (a data-dependent shape costs
-  nothing on the host). Measured with ``benchmarks/augment.py`` on 2 CPU cores, batch 1024, all
-  probabilities 0.5: the subset path is ~2.5× faster than masking (most images meet one family
-  per stage, not four).
+- CUDA (masked): every family runs on the whole batch, every op's parameters are built for every
+  example and selected with ``torch.where``, non-members get identity parameters — static
+  shapes, no host synchronisation, a fixed kernel sequence (graph-capturable);
+- CPU (sorted): the images are sorted by their op (``index_select``), each family runs on its
+  contiguous rows and each op's parameters are built for its own rows only; the segment sizes
+  go to the host, which costs nothing on a CPU. Measured on this project's 2-core machine (one
+  thread, all probabilities 0.5, mid magnitudes): sorted is 8.8× faster than masked at batch
+  128 and 19× at batch 1024, because an image meets one family per stage, not four.
+Both paths give bit-identical images (``tests/test_policy.py``).
 
 ``PolicyTransform`` is the per-image form (PIL image or uint8 C×H×W tensor) for torchvision
 ``Compose`` and DataLoader workers: PIL images go through ``ops_pil``, tensors through the batched
@@ -51,15 +54,18 @@ def _constants(device: torch.device, dtype: torch.dtype) -> dict[str, Tensor]:
     mag_slot = np.full(NUM_COPIES, space.NUM_MAGNITUDES, dtype=np.int64)  # the NaN slot
     mag_slot[space.MAGNITUDE_COPY_INDEX] = np.arange(space.NUM_MAGNITUDES)
     family_local = np.full((len(FAMILIES), NUM_OPS + 1), -1, dtype=np.int64)  # column 0: no op
+    family_rank = np.zeros(NUM_OPS + 1, dtype=np.int64)  # 1 + position in family-major order
     for f, family in enumerate(FAMILIES):
         for local, name in enumerate(family.builders):
             family_local[f, space.OP_NAMES.index(name) + 1] = local
+            family_rank[space.OP_NAMES.index(name) + 1] = family_rank.max() + 1
 
     def put(a, dt=None):
         return torch.as_tensor(a, dtype=dt, device=device)
 
     return {"low": put(space.LAMBDA_LOW, dtype), "high": put(space.LAMBDA_HIGH, dtype),
             "mag_slot": put(mag_slot), "family_local": put(family_local),
+            "family_rank": put(family_rank),
             "signed": put([False] + _SIGNED), "k_thresholds": put(_K_THRESHOLDS, torch.float32)}
 
 
@@ -97,31 +103,32 @@ class Walk:
     """The sampled walk of a batch. Copy indices are into ``space.OP_COPIES``; −1 = none."""
 
     k: Tensor       # (N,) int64 number of ops asked for
-    order: Tensor   # (N, 30) int64 copy visited at each step
-    applied_in_order: Tensor  # (N, 30) bool: the copy at this step was applied
     first: Tensor   # (N,) int64 first applied copy
     second: Tensor  # (N,) int64 second applied copy
 
     @property
     def applied(self) -> Tensor:
-        """(N, 30) bool in ``space.OP_COPIES`` order: copy j was applied to image i."""
-        return torch.zeros_like(self.applied_in_order).scatter_(1, self.order, self.applied_in_order)
+        """(N, 30) bool: copy j was applied to image i."""
+        copies = torch.arange(NUM_COPIES, device=self.k.device)
+        return (copies == self.first.unsqueeze(1)) | (copies == self.second.unsqueeze(1))
 
 
 def walk_from_uniform(probabilities: Tensor, u: Tensor) -> Walk:
-    """The walk for uniforms u (N, ≥ 61): column 0 draws K, 1..30 the order, 31..60 the gates."""
+    """The walk for uniforms u (N, ≥ 61): column 0 draws K, 1..30 each copy's arrival time,
+    31..60 the gates.
+
+    Visiting the copies in order of i.i.d. uniform arrival times is a uniformly random order,
+    and the walk applies the first K copies whose gates open: so the applied copies are the
+    open ones with the earliest arrivals — two argmins, no sort.
+    """
     k = (u[:, :1] >= _constants(u.device, torch.float32)["k_thresholds"]).sum(1)
-    order = u[:, 1:1 + NUM_COPIES].argsort(dim=1)  # a uniform random permutation per image
-    gates = u[:, 1 + NUM_COPIES:1 + 2 * NUM_COPIES] < probabilities.gather(1, order)
-    rank = gates.cumsum(1)  # how many gates have opened up to and including this step
-    applied_in_order = gates & (rank <= k.unsqueeze(1))
-
-    def copy_at(r: int) -> Tensor:
-        step = applied_in_order & (rank == r)
-        chosen = order.gather(1, step.to(torch.uint8).argmax(1, keepdim=True)).squeeze(1)
-        return torch.where(step.any(1), chosen, -1)
-
-    return Walk(k, order, applied_in_order, copy_at(1), copy_at(2))
+    opened = u[:, 1 + NUM_COPIES:1 + 2 * NUM_COPIES] < probabilities
+    arrival = torch.where(opened, u[:, 1:1 + NUM_COPIES], 2.0)  # closed copies never apply
+    earliest, first = arrival.min(1)
+    later, second = arrival.scatter(1, first.unsqueeze(1), 2.0).min(1)
+    first = torch.where((k >= 1) & (earliest < 2.0), first, -1)
+    second = torch.where((k >= 2) & (later < 2.0), second, -1)
+    return Walk(k, first, second)
 
 
 def sample_walk(probabilities: Tensor, generator: torch.Generator | None = None) -> Walk:
@@ -130,35 +137,50 @@ def sample_walk(probabilities: Tensor, generator: torch.Generator | None = None)
                                                      generator, probabilities.device))
 
 
-def _apply_stage(images: Tensor, op: Tensor, magnitudes: Tensor, centres: Tensor,
-                 subset: bool) -> Tensor:
-    """Apply op[i] (index into space.OPS, −1 = none) to image i, family by family."""
+def _apply_stage(images: Tensor, op: Tensor, magnitudes: Tensor, centres: Tensor) -> Tensor:
+    """Apply op[i] (index into space.OPS, −1 = none) to image i: each family once, on the whole
+    batch, non-members with identity parameters. Static shapes, no host sync (the CUDA path)."""
     family_local = _constants(images.device, torch.float32)["family_local"]
     for f, family in enumerate(FAMILIES):
-        local = family_local[f, op + 1]
-        if subset:  # only the members, each op only on its own: data-dependent shapes
-            members = (local >= 0).nonzero().squeeze(1)
-            if members.numel():
-                sub = Batch(images[members], magnitudes[members], centres[members])
-                images[members] = family.run(sub, local[members], subset=True)
-        else:  # static shapes: identity parameters for non-members, no host sync
-            images = family.run(Batch(images, magnitudes, centres), local)
+        images = family.run(Batch(images, magnitudes, centres), family_local[f, op + 1])
     return images
 
 
-UNIFORMS_PER_IMAGE = 1 + 2 * NUM_COPIES + 6  # K, order, gates, then per stage: sign, centre
+def _apply_stage_sorted(images: Tensor, op: Tensor, magnitudes: Tensor, centres: Tensor) -> Tensor:
+    """The same by sorting the images by op (family-major): each family runs on its own rows,
+    each op's parameters are built for its own rows only. Segment sizes go to the host, which
+    costs nothing on the CPU and saves the work of the ops an image does not get."""
+    rank = _constants(images.device, torch.float32)["family_rank"][op + 1]
+    order = rank.argsort(stable=True)
+    bounds = [0] + torch.bincount(rank, minlength=NUM_OPS + 1).cumsum(0).tolist()
+    # index_select, not images[order]: a row copy, ~8× faster than advanced indexing on CPU
+    ordered = Batch(images.index_select(0, order), magnitudes[order], centres[order])
+    first_rank = 1  # rank 0: no op this stage
+    for family in FAMILIES:
+        start, stop = bounds[first_rank], bounds[first_rank + len(family.builders)]
+        if stop > start:
+            segments = [(bounds[r] - start, bounds[r + 1] - start)
+                        for r in range(first_rank, first_rank + len(family.builders))]
+            ordered.images[start:stop] = family.run_sorted(ordered.rows(start, stop), segments)
+        first_rank += len(family.builders)
+    inverse = torch.empty_like(order).scatter_(0, order, torch.arange(len(order), device=order.device))
+    return ordered.images.index_select(0, inverse)
+
+
+UNIFORMS_PER_IMAGE = 1 + 2 * NUM_COPIES + 6  # K, arrivals, gates; sign and centre per stage
 
 
 def augment_from_uniform(images: Tensor, probabilities: Tensor, magnitudes: Tensor, u: Tensor,
-                         subset: bool | None = None) -> Tensor:
-    """A(x; p, m) given all random numbers: images uint8 N×C×H×W (modified in place),
+                         sort: bool | None = None) -> Tensor:
+    """A(x; p, m) given all random numbers: images uint8 N×C×H×W (left unchanged),
     probabilities and magnitudes (N, 30) float32, u (N, UNIFORMS_PER_IMAGE) uniforms.
 
-    ``subset`` picks how families reach their members: the CPU default (True) index-selects
-    them; the CUDA default (False) masks, with no host synchronisation.
+    ``sort`` picks how families reach their members: sorted by op (the CPU default) or masked
+    (the CUDA default, no host synchronisation). Both give identical images.
     """
     n, _, h, w = images.shape
-    subset = images.device.type == "cpu" if subset is None else subset
+    sort = images.device.type == "cpu" if sort is None else sort
+    apply_stage = _apply_stage_sorted if sort else _apply_stage
     walk = walk_from_uniform(probabilities, u)
     extra = u[:, 1 + 2 * NUM_COPIES:].view(n, 3, 2)  # sign, centre row, centre column × stage
     copies = torch.stack([walk.first, walk.second], 1)  # (N, 2): the copy of each stage
@@ -168,7 +190,7 @@ def augment_from_uniform(images: Tensor, probabilities: Tensor, magnitudes: Tens
     magnitude = torch.where(flip, -magnitude, magnitude)
     for stage in range(2):
         centres = centres_from_uniform(extra[:, 1:, stage], h, w)
-        images = _apply_stage(images, ops[:, stage], magnitude[:, stage], centres, subset)
+        images = apply_stage(images, ops[:, stage], magnitude[:, stage], centres)
     return images
 
 
@@ -180,7 +202,7 @@ def augment_batch(images: Tensor, probabilities, magnitudes,
     ``space.OP_COPIES`` order (magnitudes of probability-only ops are ignored; NaN is fine).
     Same generator state → same output. Returns the input's dtype and shape, contiguous.
     """
-    x = to_uint8(images).clone()
+    x = to_uint8(images)
     n = x.shape[0]
     p = _per_example(probabilities, n, x.device, "probabilities")
     m = torch.nan_to_num(_per_example(magnitudes, n, x.device, "magnitudes"))

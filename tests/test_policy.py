@@ -124,7 +124,7 @@ def test_pil_walk_has_the_same_statistics():
 
 
 def test_batched_policy_equals_ops_applied_one_by_one(cifar_slice):
-    """The stage/family machinery (both subset and masked paths) against the plain definition:
+    """The stage/family machinery (both sorted and masked paths) against the plain definition:
     for each image, its walk's applied copies through ``ops.apply_op``, signs and centres
     taken from the same uniforms."""
     x = torch.from_numpy(cifar_slice["test_images"][:64]).contiguous()
@@ -150,9 +150,9 @@ def test_batched_policy_equals_ops_applied_one_by_one(cifar_slice):
             else:
                 img = ops.apply_op(op.name, img, mag)
             expected[i] = img[0]
-    for subset in (True, False):
-        got = policy.augment_from_uniform(x.clone(), p, m, u, subset=subset)
-        assert torch.equal(got, expected), f"subset={subset}"
+    for sort in (True, False):
+        got = policy.augment_from_uniform(x.clone(), p, m, u, sort=sort)
+        assert torch.equal(got, expected), f"sort={sort}"
     assert (expected != x).flatten(1).any(1).float().mean() > 0.5  # the test has teeth
 
 

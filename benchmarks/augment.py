@@ -1,0 +1,116 @@
+"""Throughput of A(x; p, m): the batched policy against a per-image PIL loop of the same policy.
+
+    python benchmarks/augment.py [--seconds 1.0] [--batches 128 1024]
+
+Images: real 32×32 CIFAR-10 training images from ../shared/datasets/cifar10-jpeg.tar.gz when the
+archive is there, random ones otherwise. Policy: every probability 0.5, every magnitude mid-range.
+The batched policy runs on the CPU (torch's threads) and, when present, on CUDA (synchronised,
+after warm-up); the PIL loop runs ``policy.augment_pil`` image by image in this one process, as
+one DataLoader worker would. The last line is JSON with every figure.
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import json
+import statistics
+import tarfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+
+from hbacli import policy, space
+from hbacli.runtime import device_description
+
+ARCHIVE = Path(__file__).resolve().parents[2] / "shared" / "datasets" / "cifar10-jpeg.tar.gz"
+
+
+def load_images(n: int) -> tuple[np.ndarray, str]:
+    """n uint8 images N×32×32×3: the archive's first training images, or random ones."""
+    if ARCHIVE.is_file():
+        images = []
+        with tarfile.open(ARCHIVE, "r:gz") as tar:
+            for member in tar:
+                if member.isfile() and member.name.startswith("train/") and len(images) < n:
+                    with Image.open(io.BytesIO(tar.extractfile(member).read())) as im:
+                        images.append(np.asarray(im.convert("RGB")))
+                if len(images) == n:
+                    return np.stack(images), f"CIFAR-10 ({ARCHIVE.name})"
+    rng = np.random.default_rng(0)
+    return rng.integers(0, 256, (n, 32, 32, 3), dtype=np.uint8), "random"
+
+
+def policy_parameters() -> tuple[np.ndarray, np.ndarray]:
+    mid = space.split_physical(0.5 * (space.LAMBDA_LOW + space.LAMBDA_HIGH))[1]
+    return np.full(space.NUM_OP_COPIES, 0.5), np.nan_to_num(mid)
+
+
+def rate(run, images_per_call: int, seconds: float, sync=lambda: None) -> float:
+    """Median images/s over rounds of about 0.1 s each, after two warm-up calls."""
+    for _ in range(2):
+        run()
+    sync()
+    rounds, deadline = [], time.perf_counter() + seconds
+    while time.perf_counter() < deadline or len(rounds) < 3:
+        calls, start = 0, time.perf_counter()
+        while True:
+            run()
+            calls += 1
+            sync()
+            elapsed = time.perf_counter() - start
+            if elapsed >= 0.1:
+                break
+        rounds.append(calls * images_per_call / elapsed)
+    return statistics.median(rounds)
+
+
+def batched_rate(images: np.ndarray, batch: int, device: torch.device, seconds: float) -> float:
+    p, m = policy_parameters()
+    reps = -(-batch // len(images))
+    x = torch.from_numpy(np.concatenate([images] * reps)[:batch]).permute(0, 3, 1, 2).contiguous()
+    x = x.to(device)
+    p_t = torch.tensor(p, dtype=torch.float32, device=device)
+    m_t = torch.tensor(m, dtype=torch.float32, device=device)
+    generator = torch.Generator(device=device).manual_seed(0)
+    sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
+    return rate(lambda: policy.augment_batch(x, p_t, m_t, generator), batch, seconds, sync)
+
+
+def pil_rate(images: np.ndarray, seconds: float) -> float:
+    p, m = policy_parameters()
+    pil_images = [Image.fromarray(a) for a in images]
+    rng = np.random.default_rng(0)
+    return rate(lambda: [policy.augment_pil(im, p, m, rng) for im in pil_images],
+                len(pil_images), seconds)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--seconds", type=float, default=1.0, help="timing per figure")
+    parser.add_argument("--batches", type=int, nargs="+", default=[128, 1024])
+    args = parser.parse_args()
+
+    images, source = load_images(max(args.batches))
+    devices = [torch.device("cpu")] + ([torch.device("cuda")] if torch.cuda.is_available() else [])
+    pil = pil_rate(images, args.seconds)
+    print(f"images: {len(images)} × 32×32 {source}; policy: p = 0.5, mid-range magnitudes")
+    print(f"PIL per-image loop, one process: {pil:,.0f} img/s")
+    results = {"images": source, "pil_loop_img_per_s": round(pil), "pil_loop_processes": 1,
+               "torch_cpu_threads": torch.get_num_threads(), "batched": []}
+    for device in devices:
+        for batch in args.batches:
+            value = batched_rate(images, batch, device, args.seconds)
+            print(f"batched {device_description(device)}, batch {batch}: {value:,.0f} img/s "
+                  f"= {value / pil:.1f}× the PIL loop")
+            results["batched"].append({"device": device.type, "description": device_description(device),
+                                       "batch": batch, "img_per_s": round(value),
+                                       "ratio_to_pil": round(value / pil, 2)})
+    print(json.dumps(results))
+
+
+if __name__ == "__main__":
+    main()
