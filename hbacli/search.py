@@ -53,11 +53,16 @@ from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn,
                            TimeElapsedColumn, TimeRemainingColumn)
 
 from . import space
+from .data import BaselinePipeline, ImageSplits, load_dataset, make_loader
 from .errors import HbaError
 from .files import atomic_write_bytes, atomic_write_json, atomic_write_text
+from .hyper import to_hypernetwork
+from .nets import MODEL_NAMES, build_model
+from .policy import augment_batch, physical_from_lambda
 from .presets import SearchConfig
 from .runtime import (autocast, device_description, memory_format, package_versions,
                       resolve_device, seed_everything)
+from .schedule import Provenance, Schedule, save_schedule
 
 CHECKPOINT_FORMAT = "hba-search-checkpoint"
 CHECKPOINT_VERSION = 1
@@ -128,21 +133,17 @@ class EpochMetrics:
 class SearchEngine:
     """Algorithm 1 on one device. Knows nothing of files, progress or the CLI."""
 
-    def __init__(self, cfg: SearchConfig, splits, device: torch.device):
-        from .data import BaselinePipeline, DeviceLoader
-        from .hyper import to_hypernetwork
-        from .nets import build_model
-
+    def __init__(self, cfg: SearchConfig, splits: ImageSplits, device: torch.device):
         self.cfg = cfg
         self.device = device
         self.memory_format = memory_format(device)
         self.rounds = rounds_per_epoch(len(splits.train_labels) // cfg.batch_size,
                                        len(splits.val_labels) // cfg.batch_size, cfg)
-        self.train_loader = DeviceLoader(splits.train_images, splits.train_labels,
-                                         cfg.batch_size, device, shuffle=True, drop_last=True,
-                                         seed=cfg.seed)
-        self.val_loader = DeviceLoader(splits.val_images, splits.val_labels, cfg.batch_size,
-                                       device, shuffle=True, drop_last=True, seed=cfg.seed + 1)
+        # Both loaders shuffle and drop the last partial batch: every step has one shape.
+        self.train_loader = make_loader(splits, "train", cfg.batch_size, device, shuffle=True,
+                                        drop_last=True, seed=cfg.seed)
+        self.val_loader = make_loader(splits, "val", cfg.batch_size, device, shuffle=True,
+                                      drop_last=True, seed=cfg.seed + 1)
         self.steps_per_epoch = self.rounds * cfg.train_steps
         self.pipeline = BaselinePipeline(splits.family, splits.mean, splits.std, cutout=True)
 
@@ -168,8 +169,6 @@ class SearchEngine:
 
     def train_step(self, images: torch.Tensor, labels: torch.Tensor) -> None:
         """Eq. 13: SGD on φ with per-example λ_i = λ + ε_i driving augmentation and network."""
-        from .policy import augment_batch, physical_from_lambda
-
         noise = torch.randn(images.shape[0], space.NUM_HYPERPARAMETERS, device=self.device,
                             generator=self.generator)
         lam_i = self.lam.detach() + self.cfg.sigma * noise
@@ -419,10 +418,8 @@ def _run_state_from(payload: dict[str, Any]) -> RunState:
                     elapsed_seconds=payload["elapsed_seconds"])
 
 
-def _schedule(cfg: SearchConfig, splits, device: torch.device, state: RunState,
-              command_line: str | None):
-    from .schedule import Provenance, Schedule
-
+def _schedule(cfg: SearchConfig, splits: ImageSplits, device: torch.device, state: RunState,
+              command_line: str | None) -> Schedule:
     provenance = Provenance(
         dataset=cfg.dataset, train_size=int(splits.train_labels.shape[0]),
         val_size=int(splits.val_labels.shape[0]), model=cfg.model, strategy=cfg.strategy,
@@ -499,17 +496,13 @@ def _check_run_dir(checkpoint: Path, resume: bool) -> None:
 
 def run_search(cfg: SearchConfig, out: Path, run_dir: Path, resume: bool = False,
                command_line: str | None = None, progress: bool = True, *,
-               on_epoch_end: Callable[[EpochRecord], None] | None = None):
+               on_epoch_end: Callable[[EpochRecord], None] | None = None) -> Schedule:
     """Run (or resume) an HBA search; write the schedule to ``out`` and return it.
 
     Run directory: ``config.json`` (resolved config), ``checkpoint.pt`` (after every epoch),
     ``schedule.json`` (the schedule so far, after every epoch), ``log.csv`` (one row per epoch).
     ``on_epoch_end`` is called after each epoch's files are written (tests use it to interrupt).
     """
-    from .data import load_dataset
-    from .nets import MODEL_NAMES
-    from .schedule import save_schedule
-
     session_start = time.perf_counter()
     out, run_dir = Path(out), Path(run_dir)
     checkpoint_path = run_dir / CHECKPOINT_NAME

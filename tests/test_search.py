@@ -108,6 +108,15 @@ def test_two_runs_with_one_seed_give_one_schedule_and_another_seed_another(tmp_p
     assert not np.array_equal(first.probabilities(), other.probabilities())
 
 
+def test_warmup_epochs_train_the_hypernetwork_only(tmp_path):
+    cfg = tiny_config(epochs=2, warmup_epochs=1, val_bn_mode="train", train_size=64,
+                      val_size=32)
+    probabilities = search(tmp_path, "run", cfg).probabilities()
+    initial, _ = space.split_physical(space.lambda_to_physical(space.initial_lambda()))
+    assert np.allclose(probabilities[0], initial, rtol=0, atol=1e-7)  # float32 λ, untouched
+    assert not np.allclose(probabilities[1], initial, rtol=0, atol=1e-4)
+
+
 @pytest.mark.parametrize("strategy", STRATEGIES)
 def test_every_weight_sharing_strategy_runs(tmp_path, strategy):
     cfg = tiny_config(strategy=strategy, epochs=1, train_size=64, val_size=32)
