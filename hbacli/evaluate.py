@@ -607,17 +607,17 @@ def results_table(results: EvaluationResults) -> Table:
     table = Table(title=f"{results.policy} · {results.model} on {results.dataset} "
                         f"({results.train_images} training images, {results.test_images} test)")
     for name in ("seed", "test error %", *(("top-5 error %",) if top5 else ()), "test loss",
-                 "train loss", "train acc %", "train time"):
-        table.add_column(name, justify="right")
+                 "train loss", "train acc %", "time"):
+        table.add_column(name, justify="right", no_wrap=True)
     for r in results.per_seed:
         table.add_row(str(r.seed), f"{r.test_error:.2f}",
-                      *((f"{r.test_top5_error:.2f}",) if top5 else ()), f"{r.test_loss:.4f}",
-                      f"{r.train_loss:.4f}", f"{r.train_accuracy:.2f}",
-                      f"{r.train_seconds:.1f} s")
+                      *((f"{r.test_top5_error:.2f}",) if top5 else ()), f"{r.test_loss:.3f}",
+                      f"{r.train_loss:.3f}", f"{r.train_accuracy:.1f}",
+                      f"{r.train_seconds:.0f} s")
     s = results.summary
     table.add_section()
     table.add_row("mean ± std", str(s.test_error), *((str(s.test_top5_error),) if top5 else ()),
-                  f"{s.test_loss.mean:.4f} ± {s.test_loss.std:.4f}", "", "", "")
+                  f"{s.test_loss.mean:.3f} ± {s.test_loss.std:.3f}", "", "", "")
     return table
 
 
