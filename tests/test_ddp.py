@@ -10,8 +10,10 @@ import subprocess
 import sys
 
 import numpy as np
+from typer.testing import CliRunner
 
 from hbacli import space
+from hbacli.cli import app
 from hbacli.results import EvaluationResults
 from hbacli.schedule import Schedule, save_schedule
 
@@ -43,21 +45,19 @@ def test_two_process_run_matches_the_single_process_run(tmp_path):
     high = np.array([oc.op.high if oc.op.has_magnitude else np.nan for oc in space.OP_COPIES])
     save_schedule(Schedule.from_arrays(np.full((4, 30), 0.3), np.tile(high, (4, 1))), schedule)
     (tmp_path / "launch.py").write_text(LAUNCHER)
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
 
-    def run(launcher: list[str], name: str) -> dict:
-        command = [*launcher, "evaluate", str(schedule), *ARGS, "--out", f"{name}.json",
-                   "--run-dir", name]
-        done = subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True,
-                              timeout=240)
-        assert done.returncode == 0, done.stderr[-3000:]
-        # Rank 0 alone prints (and writes).
-        assert done.stdout.count("results written to") == 1, done.stdout
-        return json.loads((tmp_path / f"{name}.json").read_text())
+    def command(name: str) -> list[str]:
+        return ["evaluate", str(schedule), *ARGS, "--out", str(tmp_path / f"{name}.json"),
+                "--run-dir", str(tmp_path / name)]
 
-    ddp = run([sys.executable, "-m", "torch.distributed.run", "--standalone",
-               "--nproc_per_node=2", "launch.py"], "ddp")
-    single = run([sys.executable, "launch.py"], "single")
+    done = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone",
+                           "--nproc_per_node=2", "launch.py", *command("ddp")],
+                          cwd=tmp_path, env={**os.environ, "OMP_NUM_THREADS": "1"},
+                          capture_output=True, text=True, timeout=240)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert done.stdout.count("results written to") == 1, done.stdout   # rank 0 alone prints
+    assert CliRunner().invoke(app, command("single")).exit_code == 0
+    ddp, single = (json.loads((tmp_path / f"{n}.json").read_text()) for n in ("ddp", "single"))
 
     EvaluationResults.model_validate(ddp)
     assert shape(ddp) == shape(single)

@@ -97,10 +97,10 @@ def test_epoch_log_has_a_row_per_seed_and_epoch(cutout_run):
 def test_zero_probability_schedule_trains_bit_identically_to_cutout(tmp_path, cutout_run):
     ref_dir, reference = cutout_run
     zero = write_schedule(tmp_path / "zero.json", np.zeros((5, space.NUM_OP_COPIES)))
-    results = evaluate(tmp_path, "zero", tiny_config(zero, seeds=[0, 1]))
-    for got, want in zip(results.per_seed, reference.per_seed):
-        assert (got.test_loss, got.train_loss, got.test_error) == (
-            want.test_loss, want.train_loss, want.test_error)
+    got = evaluate(tmp_path, "zero", tiny_config(zero, seeds=[0])).per_seed[0]
+    want = reference.per_seed[0]
+    assert (got.test_loss, got.train_loss, got.test_error) == (
+        want.test_loss, want.train_loss, want.test_error)
     got, want = final_weights(tmp_path / "zero"), final_weights(ref_dir / "run")
     assert all(torch.equal(got[k], want[k]) for k in want)
     # ... and `none` (no Cutout) does not: the comparison can fail.
@@ -108,8 +108,9 @@ def test_zero_probability_schedule_trains_bit_identically_to_cutout(tmp_path, cu
     assert none.per_seed[0].train_loss != reference.per_seed[0].train_loss
 
 
-@pytest.mark.parametrize("policy", ["none", "autoaugment", "randaugment", "trivialaugment",
-                                    "schedule", "schedule-per-image"])
+# `none` and `cutout` ran above.
+@pytest.mark.parametrize("policy", ["autoaugment", "randaugment", "trivialaugment", "schedule",
+                                    "schedule-per-image"])
 def test_every_policy_trains_one_epoch(tmp_path, policy):
     kwargs = {}
     if policy.startswith("schedule"):
