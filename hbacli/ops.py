@@ -62,11 +62,6 @@ def _grid(height: int, width: int, device: torch.device) -> tuple[Tensor, Tensor
             torch.arange(width, dtype=torch.int32, device=device).view(1, width))
 
 
-@lru_cache(maxsize=None)
-def _luma_weights(device: torch.device) -> Tensor:
-    return torch.tensor([19595, 38470, 7471], dtype=torch.int32, device=device).view(1, 3, 1, 1)
-
-
 @dataclass
 class Batch:
     """Images with their per-example op arguments, and statistics computed at most once."""
@@ -120,12 +115,17 @@ class Batch:
         return low.long(), high.long()
 
     @cached_property
+    def as_float(self) -> Tensor:
+        return self.images.float()
+
+    @cached_property
     def luma(self) -> Tensor:
-        """(N, 1, H, W) int32: Pillow's RGB → L conversion (ITU-R 601-2, integer, rounded)."""
+        """(N, 1, H, W) float32: Pillow's RGB → L conversion, (19595 R + 38470 G + 7471 B +
+        32768) >> 16. Exact in float32: every partial sum is an integer below 2^24."""
         if self.images.shape[1] == 1:
-            return self.images.int()
-        weighted = (self.images.int() * _luma_weights(self.images.device)).sum(1, keepdim=True)
-        return (weighted + 0x8000) >> 16
+            return self.as_float
+        r, g, b = self.as_float.unbind(1)
+        return torch.floor((r * 19595 + g * 38470 + b * 7471 + 32768) * (1 / 65536)).unsqueeze(1)
 
 
 # --------------------------------------------------------------------------------------------
@@ -239,7 +239,7 @@ def brightness_lut(b: Batch) -> Tensor:
 
 def contrast_lut(b: Batch) -> Tensor:
     """ImageEnhance.Contrast: blend with the grey int(mean(L) + 0.5), in exact integers."""
-    total = b.luma.sum(dim=(1, 2, 3), dtype=torch.int64)
+    total = b.luma.sum(dim=(1, 2, 3), dtype=torch.float64).long()
     pixels = b.height * b.width
     grey = torch.div(2 * total + pixels, 2 * pixels, rounding_mode="floor")
     return _blend_levels(b.column(grey.float()), b)
@@ -256,12 +256,13 @@ def autocontrast_lut(b: Batch) -> Tensor:
 
 def equalize_lut(b: Batch) -> Tensor:
     """ImageOps.equalize per channel: cumulative histogram in steps of (N − count(top)) // 255."""
-    hist = b.histogram.long()
+    hist = b.histogram
     low, high = b.lowest_highest
     step = (b.height * b.width - hist.gather(2, high)) // 255
-    below = hist.cumsum(2) - hist
-    equalised = torch.div(step // 2 + below, step.clamp(min=1), rounding_mode="floor").clamp(max=255)
-    return torch.where((high <= low) | (step == 0), b.levels(), equalised)
+    below = hist.cumsum(2, dtype=torch.int32) - hist
+    # integer floor division through float64: exact for these sizes, and far faster
+    equalised = torch.floor((step // 2 + below).double() / step.clamp(min=1)).clamp(max=255)
+    return torch.where((high <= low) | (step == 0), b.levels(torch.float64), equalised)
 
 
 def lut_kernel(b: Batch, tables: Tensor) -> Tensor:
@@ -275,26 +276,26 @@ def lut_kernel(b: Batch, tables: Tensor) -> Tensor:
 
 
 def color_degenerate(b: Batch) -> Tensor:
-    return b.luma.float().expand(b.images.shape)
+    return b.luma.expand(b.images.shape)
 
 
 def sharpness_degenerate(b: Batch) -> Tensor:
     """ImageFilter.SMOOTH (3×3: 1s around a 5, /13, rounded); the one-pixel border is kept."""
-    x = b.images.float()
+    x = b.images.to(torch.int16)  # the 3×3 sums fit; int16 adds are ~3× faster than float here
     rows = x[..., :, :-2] + x[..., :, 1:-1] + x[..., :, 2:]
-    box = rows[..., :-2, :] + rows[..., 1:-1, :] + rows[..., 2:, :]
-    out = x.clone()
+    box = rows[..., :-2, :] + rows[..., 1:-1, :] + rows[..., 2:, :] + 4 * x[..., 1:-1, 1:-1]
+    out = b.as_float.clone()
     # floor((S + 6) / 13) for integer S: the +6.5 keeps every quotient ≥ 0.038 from an integer,
     # far beyond float32's error, so a multiply by 1/13 is exact here and much faster
-    out[..., 1:-1, 1:-1] = torch.floor((box + 4 * x[..., 1:-1, 1:-1] + 6.5) * (1 / 13))
+    out[..., 1:-1, 1:-1] = torch.floor((box + 6.5) * (1 / 13))
     return out
 
 
 def blend_kernel(b: Batch, params: tuple[Tensor, Tensor]) -> Tensor:
     """Image.blend(degenerate, image, factor): float32 maths, clipped, truncated (not rounded)."""
     degenerate, factor = params
-    out = degenerate + factor.float().view(-1, 1, 1, 1) * (b.images.float() - degenerate)
-    return out.clamp_(0, 255).to(torch.uint8)
+    out = degenerate + factor.float().view(-1, 1, 1, 1) * (b.as_float - degenerate)
+    return float_to_uint8(out.clamp_(0, 255))
 
 
 # --------------------------------------------------------------------------------------------
@@ -309,10 +310,9 @@ def cutout_boxes(b: Batch) -> Tensor:
 
 def fill_kernel(b: Batch, boxes: Tensor) -> Tensor:
     n, _, h, w = b.images.shape
-    ys = torch.arange(h, device=b.images.device).view(1, h, 1)
-    xs = torch.arange(w, device=b.images.device).view(1, 1, w)
+    rows, columns = _grid(h, w, b.images.device)
     top, bottom, left, right = boxes.view(n, 4, 1, 1).unbind(1)
-    inside = (ys >= top) & (ys < bottom) & (xs >= left) & (xs < right)
+    inside = (rows >= top) & (rows < bottom) & (columns >= left) & (columns < right)
     return torch.where(inside.unsqueeze(1), FILL, b.images)
 
 
@@ -362,8 +362,10 @@ class BlendFamily(Family):
     def parameters(self, b: Batch, local: Tensor) -> tuple[Tensor, Tensor]:
         return super().parameters(b, local), torch.where(local >= 0, b.magnitudes, 1.0)
 
-    def parameters_sorted(self, b: Batch, segments: list[tuple[int, int]]) -> tuple[Tensor, Tensor]:
-        return super().parameters_sorted(b, segments), b.magnitudes
+    def run_sorted(self, b: Batch, segments: list[tuple[int, int]]) -> Tensor:
+        """One blend per op on its own rows: no image-sized identity to fill in."""
+        return torch.cat([self.run_one(name, b.rows(start, stop))
+                          for (start, stop), name in zip(segments, self.builders) if stop > start])
 
     def run_one(self, name: str, b: Batch) -> Tensor:
         return self.kernel(b, (self.builders[name](b), b.magnitudes))
@@ -374,7 +376,7 @@ def _identity_tables(b: Batch) -> Tensor:
 
 
 def _any_degenerate(b: Batch) -> Tensor:
-    return torch.zeros(b.images.shape, device=b.images.device)  # with factor 1 the blend returns the image exactly
+    return torch.zeros(b.images.shape, device=b.images.device)  # factor 1 returns the image
 
 
 def _empty_boxes(b: Batch) -> Tensor:
@@ -401,6 +403,12 @@ assert sorted(FAMILY_OF) == sorted(OP_NAMES)  # the registry covers space.py's 1
 # Public entry points.
 
 
+def float_to_uint8(values: Tensor) -> Tensor:
+    """Float values in [0, 255] → uint8, truncated. Through int16: torch's direct float → uint8
+    conversion is unvectorised on CPU, ~5× slower than this pair."""
+    return values.to(torch.int16).to(torch.uint8)
+
+
 def to_uint8(images: Tensor) -> Tensor:
     """uint8 as is; float in [0, 255] rounded and clipped. Always contiguous N×C×H×W."""
     if images.dim() != 4 or images.shape[1] not in (1, 3):
@@ -409,7 +417,7 @@ def to_uint8(images: Tensor) -> Tensor:
         return images.contiguous()
     if not images.is_floating_point():
         raise HbaError(f"images must be uint8 or float in [0, 255], got {images.dtype}")
-    return images.round().clamp(0, 255).to(torch.uint8).contiguous()
+    return float_to_uint8(images.round().clamp(0, 255)).contiguous()
 
 
 def centres_from_uniform(u: Tensor, height: int, width: int) -> Tensor:

@@ -163,7 +163,8 @@ def _apply_stage_sorted(images: Tensor, op: Tensor, magnitudes: Tensor, centres:
                         for r in range(first_rank, first_rank + len(family.builders))]
             ordered.images[start:stop] = family.run_sorted(ordered.rows(start, stop), segments)
         first_rank += len(family.builders)
-    inverse = torch.empty_like(order).scatter_(0, order, torch.arange(len(order), device=order.device))
+    positions = torch.arange(len(order), device=order.device)
+    inverse = torch.empty_like(order).scatter_(0, order, positions)
     return ordered.images.index_select(0, inverse)
 
 
@@ -266,7 +267,8 @@ class PolicyTransform:
             generator = torch.Generator(device=img.device).manual_seed(int(rng.integers(2**63)))
             return augment_batch(img.unsqueeze(0), torch.from_numpy(self.probabilities),
                                  torch.from_numpy(self.magnitudes), generator).squeeze(0)
-        raise HbaError(f"PolicyTransform takes a PIL image or a C×H×W tensor, got {type(img).__name__}")
+        raise HbaError("PolicyTransform takes a PIL image or a C×H×W tensor, "
+                       f"got {type(img).__name__}")
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(seed={self.seed})"
