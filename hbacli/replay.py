@@ -15,8 +15,9 @@ Epochs are numbered from 0; an epoch outside the training length is clipped into
 Randomness. ``ScheduleAugmenter`` reseeds its generator in ``set_epoch`` from (seed, epoch), so
 epoch e's draws do not depend on what ran before: a resumed run replays them exactly, with no
 generator state to save. ``ScheduleTransform`` with a seed does the same per (seed, epoch,
-DataLoader worker); without one it uses the process's torch generator, which DataLoader seeds
-differently in every worker.
+DataLoader worker), mixed with the worker's own seed, so a DataLoader with a seeded
+``generator`` repeats exactly; without a seed it draws fresh entropy in the main process and
+the worker's seed in a worker (distinct in every worker either way).
 
 DataLoader workers. ``ScheduleTransform`` keeps the epoch in a one-element tensor in shared
 memory. Workers (forked or spawned, persistent or not) hold the same memory, so
