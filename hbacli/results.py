@@ -27,13 +27,17 @@ class SeedResult(_Strict):
 
     seed: int
     test_error: float = Field(description="top-1 test error, %")
-    test_top5_error: float | None = Field(None, description="top-5 test error, % (ImageNet families)")
+    test_top5_error: float | None = Field(None,
+                                          description="top-5 test error, % (ImageNet families)")
     test_loss: float = Field(description="mean cross-entropy on the test set")
     train_loss: float = Field(description="mean training loss of the last epoch")
-    train_accuracy: float = Field(description="training accuracy of the last epoch, % (augmented images)")
+    train_accuracy: float = Field(
+        description="training accuracy of the last epoch, % (augmented images)")
     epochs: int
-    train_seconds: float = Field(description="wall-clock time of this seed's training, all sessions")
-    images_per_second: float = Field(description="training images per second (all ranks), last session")
+    train_seconds: float = Field(
+        description="wall-clock time of this seed's training, over all resumed sessions")
+    images_per_second: float = Field(
+        description="training images per second (all ranks) in the last session")
 
 
 class MeanStd(_Strict):
