@@ -204,7 +204,7 @@ def affine_kernel(b: Batch, matrices: Tensor) -> Tensor:
     rows, columns = _grid(h, w, b.images.device)
     x_in, y_in = ((start + columns * per_column + rows * per_row) >> 16).unbind(1)
     source = y_in.clamp_(0, h + 1) * (w + 2) + x_in.clamp_(0, w + 1)
-    padded = F.pad(b.images, (1, 1, 1, 1), value=FILL).view(n, c, -1)
+    padded = F.pad(b.images, (1, 1, 1, 1), value=FILL).view(n, c, (h + 2) * (w + 2))
     picked = padded.gather(2, source.long().view(n, 1, h * w).expand(n, c, h * w))
     return picked.view(n, c, h, w)
 
