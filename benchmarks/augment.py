@@ -4,12 +4,11 @@
 
 Images: real 32×32 CIFAR-10 training images from ../shared/datasets/cifar10-jpeg.tar.gz when the
 archive is there, random ones otherwise. Policy: every probability 0.5, every magnitude mid-range.
-The batched policy runs on the CPU, with torch's default thread count and with one thread, and,
-when present, on CUDA (synchronised, after warm-up); the PIL loop runs ``policy.augment_pil``
-image by image in this one process, as one DataLoader worker would. Each figure is the median
-of ~0.1 s rounds. The load average is printed too: on a shared machine torch's intra-op threads
-stall behind other processes (every op is a parallel region that waits for its slowest thread),
-while one thread and the PIL loop only slow down. The last line is JSON with every figure.
+The batched policy runs on the CPU (on one intra-op thread, by design: see ``hbacli.policy``)
+and, when present, on CUDA (synchronised, after warm-up); the PIL loop runs
+``policy.augment_pil`` image by image in this one process, as one DataLoader worker would. Each
+figure is the median of ~0.1 s rounds; the load average is printed because these machines are
+shared. The last line is JSON with every figure.
 """
 
 from __future__ import annotations
@@ -99,10 +98,7 @@ def main() -> None:
     args = parser.parse_args()
 
     images, source = load_images(max(args.batches))
-    default_threads = torch.get_num_threads()
-    runs = [(torch.device("cpu"), threads) for threads in sorted({default_threads, 1}, reverse=True)]
-    if torch.cuda.is_available():
-        runs.append((torch.device("cuda"), default_threads))
+    devices = [torch.device("cpu")] + ([torch.device("cuda")] if torch.cuda.is_available() else [])
     load = os.getloadavg()[0]
     pil = pil_rate(images, args.seconds)
     print(f"images: {len(images)} × 32×32 {source}; policy: p = 0.5, mid-range magnitudes; "
@@ -110,16 +106,14 @@ def main() -> None:
     print(f"PIL per-image loop, one process: {pil:,.0f} img/s")
     results = {"images": source, "cpus": os.cpu_count(), "load_average": round(load, 2),
                "pil_loop_img_per_s": round(pil), "pil_loop_processes": 1, "batched": []}
-    for device, threads in runs:
-        torch.set_num_threads(threads)
+    for device in devices:
         for batch in args.batches:
             value = batched_rate(images, batch, device, args.seconds)
-            print(f"batched {device_description(device)}, batch {batch}: {value:,.0f} img/s "
+            print(f"batched {device.type}, batch {batch}: {value:,.0f} img/s "
                   f"= {value / pil:.1f}× the PIL loop")
             results["batched"].append({"device": device.type, "description": device_description(device),
-                                       "torch_threads": threads, "batch": batch,
-                                       "img_per_s": round(value), "ratio_to_pil": round(value / pil, 2)})
-    torch.set_num_threads(default_threads)
+                                       "batch": batch, "img_per_s": round(value),
+                                       "ratio_to_pil": round(value / pil, 2)})
     results["load_average_after"] = round(os.getloadavg()[0], 2)
     print(json.dumps(results))
 

@@ -21,6 +21,12 @@ How a family reaches its members depends on the device:
   128 and 19× at batch 1024, because an image meets one family per stage, not four.
 Both paths give bit-identical images (``tests/test_policy.py``).
 
+On the CPU the batched policy runs its ops on one thread (scoped to the call, restored after).
+Its kernels are many and small; on an idle 2-core machine two intra-op threads gained ≤ 1.5×
+(batch 1024: 90k against 62k img/s), but on this project's shared 2-core machines, where other
+processes hold the cores, every op's parallel region waits for a descheduled thread and two
+threads fell to 540 img/s against 39k for one (``benchmarks/augment.py``).
+
 ``PolicyTransform`` is the per-image form (PIL image or uint8 C×H×W tensor) for torchvision
 ``Compose`` and DataLoader workers: PIL images go through ``ops_pil``, tensors through the batched
 ops with N = 1; both follow the same walk.
@@ -29,6 +35,7 @@ ops with N = 1; both follow the same walk.
 from __future__ import annotations
 
 import os
+from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import lru_cache
 
@@ -208,7 +215,22 @@ def augment_batch(images: Tensor, probabilities, magnitudes,
     p = _per_example(probabilities, n, x.device, "probabilities")
     m = torch.nan_to_num(_per_example(magnitudes, n, x.device, "magnitudes"))
     u = _uniform(n, UNIFORMS_PER_IMAGE, generator, x.device)
-    return augment_from_uniform(x, p, m, u).to(images.dtype)
+    with _one_thread_on_cpu(x.device):
+        return augment_from_uniform(x, p, m, u).to(images.dtype)
+
+
+@contextmanager
+def _one_thread_on_cpu(device: torch.device):
+    """Run this thread's CPU ops on one intra-op thread for the block (see the module doc)."""
+    threads = torch.get_num_threads()
+    if device.type != "cpu" or threads == 1:
+        yield
+        return
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
 
 
 def augment_pil(image: Image.Image, probabilities, magnitudes,

@@ -159,7 +159,9 @@ def test_batched_policy_equals_ops_applied_one_by_one(cifar_slice):
 def test_seeded_reproducibility_and_shapes(cifar_slice):
     x = torch.from_numpy(cifar_slice["train_images"][:32])
     p, m = torch.full((30,), 0.5), torch.tensor(_mid_magnitudes())
+    threads = torch.get_num_threads()
     a = policy.augment_batch(x, p, m, torch.Generator().manual_seed(7))
+    assert torch.get_num_threads() == threads  # the one-thread CPU scope is restored
     b = policy.augment_batch(x, p, m, torch.Generator().manual_seed(7))
     c = policy.augment_batch(x, p, m, torch.Generator().manual_seed(8))
     assert torch.equal(a, b) and not torch.equal(a, c)
