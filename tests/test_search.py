@@ -169,6 +169,8 @@ def test_interrupted_then_resumed_equals_uninterrupted(tmp_path, uninterrupted):
     assert np.array_equal(resumed.magnitudes(), expected.magnitudes(), equal_nan=True)
     with open(tmp_path / "run" / "log.csv", newline="") as f:
         assert [int(r["epoch"]) for r in csv.DictReader(f)] == [1, 2, 3]
+    again = search(tmp_path, "run", cfg, resume=True)  # a finished run only rewrites its files
+    assert np.array_equal(again.probabilities(), expected.probabilities())
 
 
 def test_resume_without_a_checkpoint_is_a_one_line_error(tmp_path):
