@@ -181,13 +181,16 @@ class Ranks:
         return value
 
     def main_first(self, fn: Callable[[], Any]) -> Any:
-        """``fn()`` on rank 0, then on the others (a download happens once)."""
-        if not self.is_main:
-            dist.barrier()
-        value = fn()
-        if self.is_main and self.parallel:
-            dist.barrier()
-        return value
+        """``fn()`` on rank 0, then on the others (a download happens once); rank 0's
+        HbaError is raised on every rank."""
+        value = None
+
+        def on_main() -> None:
+            nonlocal value
+            value = fn()
+
+        self.from_main(on_main)
+        return value if self.is_main else fn()
 
 
 def start_processes(device_name: str) -> tuple[Ranks, torch.device, bool]:
