@@ -6,6 +6,8 @@ In one process, on the same data and device, for the same number of SGD steps:
    pipeline (standardise, flip/crop, Cutout), SGD with the search's settings;
 2. the HBA search itself, through ``run_search`` (checkpoints and all, progress off).
 
+Both run under the search's CPU thread rule (``hbacli.search.cpu_threads``).
+
 The ratio compares the step loops (search epochs' wall time / plain training's); the search's
 end-to-end time (data loading, model building, files) is reported beside it. The last line
 of output is one JSON object with every figure.
@@ -33,7 +35,7 @@ from hbacli.nets import build_model
 from hbacli.presets import SearchConfig, resolve_search_config
 from hbacli.runtime import (autocast, device_description, memory_format, resolve_device,
                             seed_everything)
-from hbacli.search import LOG_NAME, lr_factor, rounds_per_epoch, run_search
+from hbacli.search import LOG_NAME, cpu_threads, lr_factor, rounds_per_epoch, run_search
 
 WARMUP_STEPS = 3  # untimed: first-call allocations and kernel selection
 
@@ -123,7 +125,8 @@ def main(argv: list[str] | None = None) -> None:
     device = resolve_device(cfg.device)
     splits = load_dataset(cfg.dataset, cfg.data_dir, cfg.train_size, cfg.val_size,
                           cfg.split_seed)
-    plain = plain_training(cfg, splits, device)
+    with cpu_threads(device):  # the search's CPU thread rule, for a like-for-like loop
+        plain = plain_training(cfg, splits, device)
     print(f"plain training : {plain['plain_seconds']:8.1f} s  "
           f"({plain['plain_images_per_second']:,.0f} img/s, {plain['plain_steps']} steps)")
     search = hba_search(cfg)

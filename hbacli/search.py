@@ -30,14 +30,17 @@ Performance: data are resident on the device as uint8, augmentation is batched, 
 pass runs under bf16 autocast with channels_last on CUDA, and losses/accuracies accumulate in
 device tensors that are read once per epoch — no host-device synchronisation inside a step.
 Checkpoints are serialised on the main thread and written (fsync included) on a background
-thread, so a fast GPU does not wait on the disk.
+thread, so a fast GPU does not wait on the disk. On the CPU the search runs on one intra-op
+thread unless OMP_NUM_THREADS says otherwise (see ``cpu_threads``).
 """
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import io
 import math
+import os
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import asdict, dataclass, fields
@@ -116,6 +119,26 @@ def config_differences(saved: dict[str, Any], requested: dict[str, Any]) -> list
     keys = sorted((set(saved) | set(requested)) - RESUME_IGNORED_FIELDS)
     return [f"{k}: {saved.get(k)!r} → {requested.get(k)!r}"
             for k in keys if saved.get(k) != requested.get(k)]
+
+
+@contextlib.contextmanager
+def cpu_threads(device: torch.device) -> Iterator[None]:
+    """One intra-op thread for CPU runs, unless the user set OMP_NUM_THREADS.
+
+    The search's kernels are small (batch 64 of 32×32 on a WRN-16-1): on an idle 2-core machine
+    a second thread gains about 1.5×, but when other processes share the cores every parallel
+    region waits for a descheduled thread and two threads ran 5–10× slower than one (measured
+    with other jobs on the 2 cores of the development machine). One thread is the robust choice.
+    """
+    if device.type != "cpu" or "OMP_NUM_THREADS" in os.environ:
+        yield
+        return
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -494,6 +517,76 @@ def _check_run_dir(checkpoint: Path, resume: bool) -> None:
                        "it or choose another --run-dir")
 
 
+class SearchRun:
+    """One session of a search: the engine, what finished epochs left, and the run directory."""
+
+    def __init__(self, cfg: SearchConfig, splits: ImageSplits, device: torch.device,
+                 run_dir: Path, command_line: str | None, payload: dict[str, Any] | None,
+                 session_start: float):
+        self.cfg, self.splits, self.device = cfg, splits, device
+        self.run_dir, self.command_line = run_dir, command_line
+        self.engine = SearchEngine(cfg, splits, device)
+        self.state = RunState()
+        if payload is not None:
+            self.engine.load_state_dict(payload["engine"])
+            self.state = _run_state_from(payload)
+        self._session_start = session_start                 # time.perf_counter() at start
+        self._elapsed_before = self.state.elapsed_seconds   # earlier sessions of this run
+        self._epoch_seconds: list[float] = []
+
+    def elapsed(self) -> float:
+        return self._elapsed_before + time.perf_counter() - self._session_start
+
+    def run_epochs(self, bar: SearchProgress,
+                   on_epoch_end: Callable[[EpochRecord], None] | None) -> None:
+        writer = BackgroundWriter()
+        try:
+            for epoch in range(self.state.epochs_done, self.cfg.epochs):
+                bar.start_epoch(epoch)
+                started = time.perf_counter()
+                metrics = self.engine.run_epoch(epoch, on_round=bar.advance_round)
+                self._epoch_seconds.append(time.perf_counter() - started)
+                record = self._finish_epoch(epoch, metrics)
+                writer.submit(self._epoch_files())
+                bar.end_epoch(record)
+                if on_epoch_end is not None:
+                    writer.wait()  # the callback sees this epoch's files on disk
+                    on_epoch_end(record)
+        finally:
+            writer.close()
+
+    def _finish_epoch(self, epoch: int, metrics: EpochMetrics) -> EpochRecord:
+        """Append this epoch's λ (physical) and log record to the run state."""
+        probabilities, magnitudes = self.engine.physical()
+        seconds = self._epoch_seconds[-1]
+        record = EpochRecord(
+            epoch=epoch + 1, train_loss=metrics.train_loss, val_loss=metrics.val_loss,
+            val_accuracy=metrics.val_accuracy, epoch_seconds=seconds,
+            images_per_second=metrics.train_images / seconds, lr=self.engine.lr,
+            elapsed_seconds=self.elapsed(),
+            eta_seconds=float(np.mean(self._epoch_seconds)) * (self.cfg.epochs - epoch - 1),
+            top_ops=" ".join(f"{label}:{p:.3f}" for label, p in top_ops(probabilities)))
+        state = self.state
+        state.epochs_done = epoch + 1
+        state.probabilities.append(probabilities.tolist())
+        state.magnitudes.append(magnitudes.tolist())
+        state.records.append(record)
+        state.elapsed_seconds = record.elapsed_seconds
+        return record
+
+    def _epoch_files(self) -> list[Callable[[], None]]:
+        """This epoch's writes, with their contents taken now; the checkpoint last."""
+        schedule = self.schedule()
+        log_text = log_csv_text(self.state.records)
+        checkpoint = _checkpoint_bytes(self.cfg, self.device, self.engine, self.state)
+        return [lambda: save_schedule(schedule, self.run_dir / SCHEDULE_NAME),
+                lambda: atomic_write_text(self.run_dir / LOG_NAME, log_text),
+                lambda: atomic_write_bytes(self.run_dir / CHECKPOINT_NAME, checkpoint)]
+
+    def schedule(self) -> Schedule:
+        return _schedule(self.cfg, self.splits, self.device, self.state, self.command_line)
+
+
 def run_search(cfg: SearchConfig, out: Path, run_dir: Path, resume: bool = False,
                command_line: str | None = None, progress: bool = True, *,
                on_epoch_end: Callable[[EpochRecord], None] | None = None) -> Schedule:
@@ -514,57 +607,17 @@ def run_search(cfg: SearchConfig, out: Path, run_dir: Path, resume: bool = False
 
     seed_everything(cfg.seed)
     splits = load_dataset(cfg.dataset, cfg.data_dir, cfg.train_size, cfg.val_size, cfg.split_seed)
-    engine = SearchEngine(cfg, splits, device)
-    state = RunState()
-    if payload is not None:
-        engine.load_state_dict(payload["engine"])
-        state = _run_state_from(payload)
-    atomic_write_json(run_dir / CONFIG_NAME, cfg.model_dump(mode="json"))
-
-    writer = BackgroundWriter()
-    session_elapsed_before = state.elapsed_seconds
-    epoch_seconds: list[float] = []
-    try:
-        with SearchProgress(progress, cfg.epochs, state.epochs_done, engine.rounds) as bar:
+    with cpu_threads(device):
+        run = SearchRun(cfg, splits, device, run_dir, command_line, payload, session_start)
+        atomic_write_json(run_dir / CONFIG_NAME, cfg.model_dump(mode="json"))
+        with SearchProgress(progress, cfg.epochs, run.state.epochs_done, run.engine.rounds) as bar:
             if payload is not None:
-                bar.print(f"resuming {run_dir} after epoch {state.epochs_done}/{cfg.epochs}")
-            for epoch in range(state.epochs_done, cfg.epochs):
-                bar.start_epoch(epoch)
-                started = time.perf_counter()
-                metrics = engine.run_epoch(epoch, on_round=bar.advance_round)
-                epoch_seconds.append(time.perf_counter() - started)
-                probabilities, magnitudes = engine.physical()
-                state.epochs_done = epoch + 1
-                state.probabilities.append(probabilities.tolist())
-                state.magnitudes.append(magnitudes.tolist())
-                state.elapsed_seconds = session_elapsed_before + time.perf_counter() - session_start
-                record = EpochRecord(
-                    epoch=epoch + 1, train_loss=metrics.train_loss, val_loss=metrics.val_loss,
-                    val_accuracy=metrics.val_accuracy, epoch_seconds=epoch_seconds[-1],
-                    images_per_second=metrics.train_images / epoch_seconds[-1], lr=engine.lr,
-                    elapsed_seconds=state.elapsed_seconds,
-                    eta_seconds=float(np.mean(epoch_seconds)) * (cfg.epochs - epoch - 1),
-                    top_ops=" ".join(f"{label}:{p:.3f}" for label, p in top_ops(probabilities)))
-                state.records.append(record)
-                schedule = _schedule(cfg, splits, device, state, command_line)
-                checkpoint = _checkpoint_bytes(cfg, device, engine, state)
-                log_text = log_csv_text(state.records)
-                writer.submit([
-                    lambda s=schedule: save_schedule(s, run_dir / SCHEDULE_NAME),
-                    lambda t=log_text: atomic_write_text(run_dir / LOG_NAME, t),
-                    lambda b=checkpoint: atomic_write_bytes(checkpoint_path, b),
-                ])
-                bar.end_epoch(record)
-                if on_epoch_end is not None:
-                    writer.wait()  # the callback sees this epoch's files on disk
-                    on_epoch_end(record)
-    finally:
-        writer.close()
-
-    state.elapsed_seconds = session_elapsed_before + time.perf_counter() - session_start
-    schedule = _schedule(cfg, splits, device, state, command_line)
+                bar.print(f"resuming {run_dir} after epoch {run.state.epochs_done}/{cfg.epochs}")
+            run.run_epochs(bar, on_epoch_end)
+        run.state.elapsed_seconds = run.elapsed()
+        schedule = run.schedule()
     save_schedule(schedule, out)
     save_schedule(schedule, run_dir / SCHEDULE_NAME)
-    bar.print(f"schedule written to {out} ({state.epochs_done} epochs, search time "
-              f"{_format_duration(state.elapsed_seconds)}; run files in {run_dir})")
+    bar.print(f"schedule written to {out} ({run.state.epochs_done} epochs, search time "
+              f"{_format_duration(run.state.elapsed_seconds)}; run files in {run_dir})")
     return schedule
