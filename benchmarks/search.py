@@ -127,6 +127,7 @@ def main(argv: list[str] | None = None) -> None:
                           cfg.split_seed)
     with cpu_threads(device):  # the search's CPU thread rule, for a like-for-like loop
         plain = plain_training(cfg, splits, device)
+        device_text = device_description(device)
     print(f"plain training : {plain['plain_seconds']:8.1f} s  "
           f"({plain['plain_images_per_second']:,.0f} img/s, {plain['plain_steps']} steps)")
     search = hba_search(cfg)
@@ -139,7 +140,7 @@ def main(argv: list[str] | None = None) -> None:
                "epochs": cfg.epochs, "batch_size": cfg.batch_size,
                "train_size": int(splits.train_labels.shape[0]),
                "val_size": int(splits.val_labels.shape[0]),
-               "device": device_description(device), "torch": torch.__version__,
+               "device": device_text, "torch": torch.__version__,
                "python": platform.python_version(), **plain, **search, "ratio": ratio}
     print(json.dumps(figures))
 

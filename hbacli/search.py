@@ -415,8 +415,11 @@ def _checkpoint_bytes(cfg: SearchConfig, device: torch.device, engine: SearchEng
 def _read_checkpoint(path: Path, cfg: SearchConfig, device: torch.device) -> dict[str, Any]:
     try:
         payload = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # a damaged or foreign file: the user can only start over
-        raise HbaError(f"cannot read checkpoint {path}: {str(exc).splitlines()[0]}") from None
+    except OSError as exc:
+        raise HbaError(f"cannot read checkpoint {path}: {exc.strerror or exc}") from None
+    except Exception:  # unpickling failed: a damaged or foreign file; only a new run helps
+        raise HbaError(f"cannot read checkpoint {path}: the file is damaged or not an hba "
+                       "search checkpoint (choose another --run-dir)") from None
     if not isinstance(payload, dict) or payload.get("format") != CHECKPOINT_FORMAT:
         raise HbaError(f"{path} is not an hba search checkpoint")
     if payload.get("version") != CHECKPOINT_VERSION:
@@ -507,6 +510,26 @@ class SearchProgress:
     def print(self, text: str) -> None:
         if self.enabled:
             self.console.print(text, soft_wrap=True)
+
+
+def _prepare_dir(path: Path, what: str) -> None:
+    """Create ``path`` now, so an unwritable place fails before the search, not after it."""
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise HbaError(f"cannot create the {what} {path}: {exc.strerror or exc}") from None
+    if not os.access(path, os.W_OK):
+        raise HbaError(f"the {what} {path} is not writable")
+
+
+@contextlib.contextmanager
+def _file_errors_explained() -> Iterator[None]:
+    """A failed read or write (disk full, permissions) as a one-line HbaError."""
+    try:
+        yield
+    except OSError as exc:
+        where = f"{exc.filename}: " if exc.filename else ""
+        raise HbaError(f"{where}{exc.strerror or exc}") from None
 
 
 def _check_run_dir(checkpoint: Path, resume: bool) -> None:
@@ -604,10 +627,12 @@ def run_search(cfg: SearchConfig, out: Path, run_dir: Path, resume: bool = False
         raise HbaError(f"unknown model '{cfg.model}' (known: {', '.join(MODEL_NAMES)})")
     device = resolve_device(cfg.device)
     payload = _read_checkpoint(checkpoint_path, cfg, device) if resume else None
+    _prepare_dir(run_dir, "run directory")
+    _prepare_dir(out.parent, "directory of --out")
 
     seed_everything(cfg.seed)
     splits = load_dataset(cfg.dataset, cfg.data_dir, cfg.train_size, cfg.val_size, cfg.split_seed)
-    with cpu_threads(device):
+    with _file_errors_explained(), cpu_threads(device):
         run = SearchRun(cfg, splits, device, run_dir, command_line, payload, session_start)
         atomic_write_json(run_dir / CONFIG_NAME, cfg.model_dump(mode="json"))
         with SearchProgress(progress, cfg.epochs, run.state.epochs_done, run.engine.rounds) as bar:
@@ -616,8 +641,8 @@ def run_search(cfg: SearchConfig, out: Path, run_dir: Path, resume: bool = False
             run.run_epochs(bar, on_epoch_end)
         run.state.elapsed_seconds = run.elapsed()
         schedule = run.schedule()
-    save_schedule(schedule, out)
-    save_schedule(schedule, run_dir / SCHEDULE_NAME)
+        save_schedule(schedule, out)
+        save_schedule(schedule, run_dir / SCHEDULE_NAME)
     bar.print(f"schedule written to {out} ({run.state.epochs_done} epochs, search time "
               f"{_format_duration(run.state.elapsed_seconds)}; run files in {run_dir})")
     return schedule

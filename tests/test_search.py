@@ -216,3 +216,15 @@ def test_cli_rejects_an_unknown_dataset_and_a_malformed_flag(tmp_path):
     assert len(result.output.strip().splitlines()) == 1
     result = invoke(tmp_path, "--epochs", "many")  # parsed by typer: its usage message
     assert result.exit_code == 2 and "Invalid value for '--epochs'" in result.output
+
+
+def test_cli_explains_a_damaged_checkpoint_and_an_unwritable_out(tmp_path):
+    (tmp_path / "run").mkdir()
+    (tmp_path / "run" / "checkpoint.pt").write_bytes(b"not a checkpoint")
+    result = invoke(tmp_path, "--resume")
+    assert result.exit_code == 2 and "damaged or not an hba search checkpoint" in result.output
+    (tmp_path / "a-file").write_text("")
+    result = CliRunner().invoke(app, ["search", "--dataset", "digits", "--out",
+                                      str(tmp_path / "a-file" / "s.json"), "--run-dir",
+                                      str(tmp_path / "other")])
+    assert result.exit_code == 2 and "cannot create the directory of --out" in result.output
