@@ -43,7 +43,7 @@ import math
 import os
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, field, fields
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Callable, Iterator
@@ -226,14 +226,12 @@ class SearchEngine:
         self._val_count += labels.shape[0]
 
     @torch.no_grad()
-    def validation_loss(self, lam: torch.Tensor, batches: int | None = None) -> float:
-        """Mean validation loss of the hypernetwork at ``lam`` (λ-step BN mode, fixed order)."""
+    def validation_loss(self, lam: torch.Tensor) -> float:
+        """Mean loss of the hypernetwork at ``lam`` over the validation set (λ-step BN mode)."""
         self.val_loader.set_epoch(0)
         self.hypernet.train(self.cfg.val_bn_mode == "train")
         total, count = torch.zeros((), device=self.device), 0
-        for i, (images, labels) in enumerate(self.val_loader):
-            if batches is not None and i >= batches:
-                break
+        for images, labels in self.val_loader:
             x = self.pipeline.eval(images).contiguous(memory_format=self.memory_format)
             with autocast(self.device):
                 total += F.cross_entropy(self.hypernet(x, lam), labels, reduction="sum")
@@ -348,11 +346,8 @@ def log_csv_text(records: list[EpochRecord]) -> str:
     writer = csv.DictWriter(buffer, fieldnames=LOG_FIELDS, lineterminator="\n")
     writer.writeheader()
     for record in records:
-        row = asdict(record)
-        for key, value in row.items():
-            if isinstance(value, float) and key not in ("epoch",):
-                row[key] = f"{value:.6g}"
-        writer.writerow(row)
+        writer.writerow({key: f"{value:.6g}" if isinstance(value, float) else value
+                         for key, value in asdict(record).items()})
     return buffer.getvalue()
 
 
@@ -361,15 +356,10 @@ class RunState:
     """What survives an interruption besides the engine: completed epochs and their records."""
 
     epochs_done: int = 0
-    probabilities: list[list[float]] | None = None   # per completed epoch, (30,)
-    magnitudes: list[list[float]] | None = None
-    records: list[EpochRecord] | None = None
+    probabilities: list[list[float]] = field(default_factory=list)  # per finished epoch, (30,)
+    magnitudes: list[list[float]] = field(default_factory=list)     # NaN: probability-only op
+    records: list[EpochRecord] = field(default_factory=list)
     elapsed_seconds: float = 0.0
-
-    def __post_init__(self) -> None:
-        self.probabilities = self.probabilities or []
-        self.magnitudes = self.magnitudes or []
-        self.records = self.records or []
 
 
 class BackgroundWriter:
