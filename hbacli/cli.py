@@ -9,6 +9,7 @@ from __future__ import annotations
 import functools
 import shlex
 import sys
+import time
 from pathlib import Path
 from typing import Callable, Optional
 
@@ -59,6 +60,16 @@ def _parse_seeds(text: str) -> list[int]:
     return seeds
 
 
+def _default_run_dir(name: str, resume: bool) -> Path:
+    """runs/NAME-YYYYmmdd-HHMMSS for a new run; with --resume, the newest such folder."""
+    name = "".join(c if c.isalnum() or c in "._+-" else "_" for c in name)
+    if resume:
+        earlier = sorted(Path("runs").glob(f"{name}-2*"))
+        if earlier:
+            return earlier[-1]
+    return Path("runs") / f"{name}-{time.strftime('%Y%m%d-%H%M%S')}"
+
+
 DEVICE_HELP = "auto (CUDA when available), cpu or cuda."
 
 
@@ -87,7 +98,8 @@ def search(
                                           "of the resolved config); flags override it."),
     out: Path = typer.Option(Path("schedule.json"), help="Where the final schedule is written."),
     run_dir: Optional[Path] = typer.Option(None, help="Checkpoints, per-epoch schedule, CSV log "
-                                           "and resolved config (default: runs/search-DATASET)."),
+                                           "and resolved config (default: a new "
+                                           "runs/search-DATASET-TIME; with --resume the newest)."),
     resume: bool = typer.Option(False, help="Continue the interrupted run in --run-dir."),
 ) -> None:
     """Search an augmentation schedule with HBA (Algorithm 1) and write it to --out."""
@@ -99,7 +111,7 @@ def search(
         strategy=strategy, epochs=epochs, batch_size=batch_size, train_size=train_size,
         val_size=val_size, seed=seed, device=device,
     )
-    run_dir = run_dir or Path("runs") / f"search-{cfg.dataset.replace(':', '_').replace('/', '_')}"
+    run_dir = run_dir or _default_run_dir(f"search-{cfg.dataset}", resume)
     run_search(cfg, out=out, run_dir=run_dir, resume=resume, command_line=_command_line())
 
 
@@ -125,7 +137,8 @@ def evaluate(
                                           "override it."),
     out: Path = typer.Option(Path("results.json"), help="Per-seed and summary results (JSON)."),
     run_dir: Optional[Path] = typer.Option(None, help="Checkpoints and per-epoch CSV "
-                                           "(default: runs/evaluate-DATASET-MODEL-POLICY)."),
+                                           "(default: a new runs/evaluate-DATASET-MODEL-POLICY-"
+                                           "TIME; with --resume the newest)."),
     resume: bool = typer.Option(False, help="Continue interrupted seeds from --run-dir."),
 ) -> None:
     """Train a target network with a schedule or a baseline and report test error."""
@@ -140,7 +153,7 @@ def evaluate(
         train_size=train_size, seeds=_parse_seeds(seeds), device=device,
     )
     tag = Path(policy).stem if policy not in BASELINES else policy
-    run_dir = run_dir or Path("runs") / f"evaluate-{cfg.dataset.replace(':', '_').replace('/', '_')}-{cfg.model}-{tag}"
+    run_dir = run_dir or _default_run_dir(f"evaluate-{cfg.dataset}-{cfg.model}-{tag}", resume)
     run_evaluation(cfg, out=out, run_dir=run_dir, resume=resume, command_line=_command_line())
 
 

@@ -1,0 +1,33 @@
+import subprocess
+import sys
+
+from typer.testing import CliRunner
+
+from hbacli.cli import _default_run_dir, app
+
+
+def test_every_command_is_listed_and_documented():
+    runner = CliRunner()
+    result = runner.invoke(app, ["--help"])
+    assert result.exit_code == 0
+    for command in ("search", "evaluate", "export", "inspect"):
+        assert command in result.output
+        sub = runner.invoke(app, [command, "--help"])
+        assert sub.exit_code == 0 and "Usage" in sub.output
+
+
+def test_new_runs_get_their_own_folder_and_resume_finds_the_newest(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    for stamp in ("20260101-000000", "20260102-000000"):
+        (tmp_path / "runs" / f"search-digits-{stamp}").mkdir(parents=True)
+    assert _default_run_dir("search-digits", resume=True).name == "search-digits-20260102-000000"
+    fresh = _default_run_dir("search-digits", resume=False)
+    assert fresh.parent.name == "runs" and not fresh.exists()
+    assert _default_run_dir("search-imagefolder:/a/b", resume=False).name.startswith(
+        "search-imagefolder__a_b-")
+
+
+def test_python_dash_m_runs_the_cli():
+    result = subprocess.run([sys.executable, "-m", "hbacli", "--help"], capture_output=True,
+                            text=True, timeout=60)
+    assert result.returncode == 0 and "inspect" in result.stdout
