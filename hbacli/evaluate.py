@@ -128,7 +128,7 @@ def torchvision_policy(name: str, family: str):
     """torchvision's own per-image policy for a baseline name."""
     from torchvision.transforms import v2
 
-    from .ops import FILL
+    from .space import FILL
 
     if name == "autoaugment":
         policy = v2.AutoAugmentPolicy[AUTOAUGMENT_POLICY_BY_FAMILY[family]]

@@ -37,16 +37,10 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from .errors import HbaError
-from .space import OP_NAMES
+from .space import FILL, OP_NAMES
 
-FILL = 128  # the one fill colour (every channel) for pixels exposed by geometric ops, and Cutout
 
 _FIXED_ONE = 65536  # Pillow's affine_fixed works in 16.16 fixed point
-
-
-def cutout_side(magnitude: float, height: int, width: int) -> int:
-    """Cutout's square side in pixels: round(m · min(H, W)), ties to even (as torch.round)."""
-    return round(magnitude * min(height, width))
 
 
 @lru_cache(maxsize=None)

@@ -26,8 +26,7 @@ import numpy as np
 from PIL import Image, ImageEnhance, ImageOps
 
 from .errors import HbaError
-from .ops import FILL, cutout_side
-from .space import OP_NAMES
+from .space import FILL, OP_NAMES, cutout_side
 
 
 def _fill(image: Image.Image) -> int | tuple[int, ...]:

@@ -129,6 +129,16 @@ def join_physical(probs: np.ndarray, mags: np.ndarray) -> np.ndarray:
     return np.concatenate([probs, mags[..., MAGNITUDE_COPY_INDEX]], axis=-1)
 
 
+# The one fill colour (every channel) for pixels exposed by geometric ops, and for Cutout:
+# mid-grey, close to the CIFAR mean (~121), so it standardises to about zero as PBA's fill does.
+FILL = 128
+
+
+def cutout_side(magnitude: float, height: int, width: int) -> int:
+    """Cutout's square side in pixels: round(m · min(H, W)), ties to even (as torch.round)."""
+    return round(magnitude * min(height, width))
+
+
 # The augmentation function's number of ops K (PBA Algorithm 1; paper App. A).
 K_VALUES: tuple[int, ...] = (0, 1, 2)
 K_PROBABILITIES: tuple[float, ...] = (0.2, 0.3, 0.5)

@@ -111,7 +111,7 @@ def test_geometric_ops_fill_exposed_pixels_and_identity_at_zero(images):
     x = torch.from_numpy(images[:8])
     shifted = ops.apply_op("TranslateX", x, 0.45)  # content moves left; the right part is exposed
     exposed = shifted[..., :, 32 - 14:]
-    assert (exposed == ops.FILL).all()
+    assert (exposed == space.FILL).all()
     for name in GEOMETRIC:
         assert torch.equal(ops.apply_op(name, x, 0.0), x)
 
