@@ -47,7 +47,6 @@ Run directory: ``config.json``, ``epochs.csv`` (one row per seed and epoch), and
 
 from __future__ import annotations
 
-import csv
 import enum
 import io
 import math
@@ -67,8 +66,8 @@ from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn,
 from rich.table import Table
 
 from .errors import HbaError
-from .files import atomic_write_bytes, atomic_write_json, atomic_write_text
-from .presets import EvaluateConfig, dataset_family
+from .files import atomic_write_bytes, atomic_write_json, atomic_write_text, dataclass_csv_text
+from .presets import EvaluateConfig, dataset_family, lr_factor
 from .replay import ScheduleAugmenter, ScheduleTransform, derive_seed
 from .results import EvaluationProvenance, EvaluationResults, SeedResult, Summary
 from .runtime import (autocast, device_description, memory_format, package_versions,
@@ -331,16 +330,6 @@ def default_workers(ranks: Ranks) -> int:
 # One seed: model, optimiser, epochs, test
 # ---------------------------------------------------------------------------------------------
 
-def lr_factor(step: int, cfg: EvaluateConfig, steps_per_epoch: int) -> float:
-    """Multiplier of the learning rate after ``step`` optimiser steps."""
-    if cfg.lr_schedule == "cosine":
-        total = cfg.epochs * steps_per_epoch
-        return 0.5 * (1.0 + math.cos(math.pi * min(step, total) / total))
-    if cfg.lr_schedule == "step":
-        return 0.1 ** sum(1 for m in cfg.lr_milestones if step // steps_per_epoch >= m)
-    return 1.0
-
-
 @dataclass
 class TrainingData:
     family: str
@@ -386,15 +375,6 @@ class EpochRecord:
 
 LOG_FIELDS = tuple(f.name for f in fields(EpochRecord))
 
-
-def log_csv_text(records: list[EpochRecord]) -> str:
-    buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, fieldnames=LOG_FIELDS, lineterminator="\n")
-    writer.writeheader()
-    for record in records:
-        writer.writerow({k: f"{v:.6g}" if isinstance(v, float) else v
-                         for k, v in asdict(record).items()})
-    return buffer.getvalue()
 
 
 class SeedTrainer:
@@ -727,7 +707,7 @@ def _run(cfg, out, run_dir, resume, command_line, progress, replay, workers, on_
 
     def write_log(seed_records: list[EpochRecord]) -> None:
         if ranks.is_main:
-            atomic_write_text(run_dir / LOG_NAME, log_csv_text(log + seed_records))
+            atomic_write_text(run_dir / LOG_NAME, dataclass_csv_text(log + seed_records, EpochRecord))
 
     def results() -> EvaluationResults:
         return EvaluationResults(

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import csv
+import io
 import json
+from dataclasses import asdict, fields
 import os
 import tempfile
 from pathlib import Path
@@ -45,3 +48,15 @@ def atomic_write_text(path: str | os.PathLike, text: str) -> None:
 
 def atomic_write_json(path: str | os.PathLike, obj: Any) -> None:
     atomic_write_text(path, json.dumps(obj, indent=2, allow_nan=False) + "\n")
+
+
+def dataclass_csv_text(records: list[Any], record_type: type) -> str:
+    """CSV of dataclass rows: a header of the field names, floats to 6 significant digits."""
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=[f.name for f in fields(record_type)],
+                            lineterminator="\n")
+    writer.writeheader()
+    for record in records:
+        writer.writerow({k: f"{v:.6g}" if isinstance(v, float) else v
+                         for k, v in asdict(record).items()})
+    return buffer.getvalue()

@@ -9,6 +9,7 @@ the run's outputs and in the schedule's provenance.
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 from typing import Any, Literal
 
@@ -90,6 +91,17 @@ class EvaluateConfig(_Config):
         if self.lr_schedule == "step" and not self.lr_milestones:
             raise ValueError("lr_schedule 'step' needs lr_milestones")
         return self
+
+
+def lr_factor(step: int, cfg: SearchConfig | EvaluateConfig, steps_per_epoch: int) -> float:
+    """Multiplier of the learning rate after ``step`` optimiser steps (it moves every step)."""
+    if cfg.lr_schedule == "cosine":
+        total = cfg.epochs * steps_per_epoch
+        return 0.5 * (1.0 + math.cos(math.pi * min(step, total) / total))
+    if cfg.lr_schedule == "step":
+        epoch = step // steps_per_epoch
+        return 0.1 ** sum(1 for m in cfg.lr_milestones if epoch >= m)
+    return 1.0
 
 
 def dataset_family(dataset: str) -> str:

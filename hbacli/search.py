@@ -37,7 +37,6 @@ thread unless OMP_NUM_THREADS says otherwise (see ``cpu_threads``).
 from __future__ import annotations
 
 import contextlib
-import csv
 import io
 import math
 import os
@@ -58,11 +57,11 @@ from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn,
 from . import space
 from .data import BaselinePipeline, ImageSplits, load_dataset, make_loader
 from .errors import HbaError
-from .files import atomic_write_bytes, atomic_write_json, atomic_write_text
+from .files import atomic_write_bytes, atomic_write_json, atomic_write_text, dataclass_csv_text
 from .hyper import to_hypernetwork
 from .nets import MODEL_NAMES, build_model
 from .policy import augment_batch, physical_from_lambda
-from .presets import SearchConfig
+from .presets import SearchConfig, lr_factor
 from .runtime import (autocast, device_description, memory_format, package_versions,
                       resolve_device, seed_everything)
 from .schedule import Provenance, Schedule, save_schedule
@@ -81,17 +80,6 @@ RESUME_IGNORED_FIELDS = frozenset({"device", "data_dir"})
 # ---------------------------------------------------------------------------------------------
 # Pure helpers: schedule of the learning rate, feasibility, labels
 # ---------------------------------------------------------------------------------------------
-
-def lr_factor(step: int, cfg: SearchConfig, steps_per_epoch: int) -> float:
-    """Multiplier of α after ``step`` hypernetwork steps (the LR schedule moves every step)."""
-    if cfg.lr_schedule == "cosine":
-        total = cfg.epochs * steps_per_epoch
-        return 0.5 * (1.0 + math.cos(math.pi * min(step, total) / total))
-    if cfg.lr_schedule == "step":
-        epoch = step // steps_per_epoch
-        return 0.1 ** sum(1 for m in cfg.lr_milestones if epoch >= m)
-    return 1.0
-
 
 def rounds_per_epoch(train_batches: int, val_batches: int, cfg: SearchConfig) -> int:
     """Rounds in one pass over the training data (``train_batches`` full batches); HbaError
@@ -341,15 +329,6 @@ class EpochRecord:
 LOG_FIELDS = tuple(f.name for f in fields(EpochRecord))
 
 
-def log_csv_text(records: list[EpochRecord]) -> str:
-    buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, fieldnames=LOG_FIELDS, lineterminator="\n")
-    writer.writeheader()
-    for record in records:
-        writer.writerow({key: f"{value:.6g}" if isinstance(value, float) else value
-                         for key, value in asdict(record).items()})
-    return buffer.getvalue()
-
 
 @dataclass
 class RunState:
@@ -590,7 +569,7 @@ class SearchRun:
     def _epoch_files(self) -> list[Callable[[], None]]:
         """This epoch's writes, with their contents taken now; the checkpoint last."""
         schedule = self.schedule()
-        log_text = log_csv_text(self.state.records)
+        log_text = dataclass_csv_text(self.state.records, EpochRecord)
         checkpoint = _checkpoint_bytes(self.cfg, self.device, self.engine, self.state)
         return [lambda: save_schedule(schedule, self.run_dir / SCHEDULE_NAME),
                 lambda: atomic_write_text(self.run_dir / LOG_NAME, log_text),

@@ -52,3 +52,16 @@ def cifar_archive() -> Path:
     if not CIFAR_ARCHIVE.is_file():
         pytest.fail(f"the test data {CIFAR_ARCHIVE} is missing")
     return CIFAR_ARCHIVE
+
+
+@pytest.fixture(scope="module")
+def one_torch_thread():
+    """Tiny nets gain nothing from a second thread and lose much to OpenMP contention when
+    other jobs share the two cores (measured: 80 s → 26 s for the evaluate tests under load).
+    Use with ``pytestmark = pytest.mark.usefixtures("one_torch_thread")``."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

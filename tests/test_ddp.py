@@ -11,7 +11,6 @@ import sys
 
 import numpy as np
 import pytest
-import torch
 from typer.testing import CliRunner
 
 from hbacli import space
@@ -20,14 +19,7 @@ from hbacli.results import EvaluationResults
 from hbacli.schedule import Schedule, save_schedule
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_torch_thread():
-    """Tiny nets gain nothing from a second thread and lose much to OpenMP contention when
-    other jobs share the two cores (measured: 80 s → 26 s for these tests under load)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 ARGS = ["--dataset", "digits", "--model", "wrn16_1", "--epochs", "1", "--train-size", "64",

@@ -22,14 +22,7 @@ from hbacli.results import EvaluationResults
 from hbacli.schedule import Schedule, save_schedule
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_torch_thread():
-    """Tiny nets gain nothing from a second thread and lose much to OpenMP contention when
-    other jobs share the two cores (measured: 80 s → 26 s for these tests under load)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 TINY = dict(train_size=64, batch_size=32, epochs=2, device="cpu")

@@ -13,14 +13,7 @@ from hbacli.replay import ScheduleAugmenter, ScheduleTransform, derive_seed, sch
 from hbacli.schedule import Schedule
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_torch_thread():
-    """Tiny nets gain nothing from a second thread and lose much to OpenMP contention when
-    other jobs share the two cores (measured: 80 s → 26 s for these tests under load)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 INVERT = space.OP_NAMES.index("Invert")          # copy 0 of Invert

@@ -17,6 +17,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from ..errors import HbaError
+from .init import init_resnet_weights
 
 FINAL_DROP_PROBABILITY = 0.5   # p_L of the last block (ShakeDrop paper, AutoAugment setting)
 
@@ -100,13 +101,7 @@ class PyramidNet(nn.Module):
         self.blocks = nn.Sequential(*blocks)
         self.bn_final = nn.BatchNorm2d(in_channels)
         self.fc = nn.Linear(in_channels, num_classes)
-        for m in self.modules():
-            if isinstance(m, nn.Conv2d):
-                nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
-            elif isinstance(m, nn.BatchNorm2d):
-                nn.init.ones_(m.weight)
-                nn.init.zeros_(m.bias)
-        nn.init.zeros_(self.fc.bias)
+        init_resnet_weights(self)
 
     def forward(self, x: Tensor) -> Tensor:
         out = self.blocks(self.bn1(self.conv1(x)))

@@ -15,6 +15,8 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torch import Tensor
 
+from .init import init_resnet_weights
+
 
 def shake_shake(a: Tensor, b: Tensor, training: bool) -> Tensor:
     """α·a + (1-α)·b forward, gradients weighted by β and 1-β; α, β drawn per example.
@@ -89,13 +91,7 @@ class ShakeShakeResNet(nn.Module):
             stages.append(nn.Sequential(*blocks))
         self.stages = nn.Sequential(*stages)
         self.fc = nn.Linear(in_channels, num_classes)
-        for m in self.modules():
-            if isinstance(m, nn.Conv2d):
-                nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
-            elif isinstance(m, nn.BatchNorm2d):
-                nn.init.ones_(m.weight)
-                nn.init.zeros_(m.bias)
-        nn.init.zeros_(self.fc.bias)
+        init_resnet_weights(self)
 
     def forward(self, x: Tensor) -> Tensor:
         out = self.stages(self.bn1(self.conv1(x)))

@@ -13,6 +13,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from ..errors import HbaError
+from .init import init_resnet_weights
 
 
 class PreActBlock(nn.Module):
@@ -55,21 +56,9 @@ class WideResNet(nn.Module):
         self.stages = nn.Sequential(*stages)
         self.bn = nn.BatchNorm2d(in_channels)
         self.fc = nn.Linear(in_channels, num_classes)
-        _init_weights(self)
+        init_resnet_weights(self)
 
     def forward(self, x: Tensor) -> Tensor:
         out = self.stages(self.conv1(x))
         out = F.relu(self.bn(out))
         return self.fc(F.adaptive_avg_pool2d(out, 1).flatten(1))
-
-
-def _init_weights(model: nn.Module) -> None:
-    """He-normal convs (fan_out), BN γ=1 β=0, zero classifier bias: the WRN reference init."""
-    for m in model.modules():
-        if isinstance(m, nn.Conv2d):
-            nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
-        elif isinstance(m, nn.BatchNorm2d):
-            nn.init.ones_(m.weight)
-            nn.init.zeros_(m.bias)
-        elif isinstance(m, nn.Linear):
-            nn.init.zeros_(m.bias)
