@@ -93,6 +93,25 @@ def search(
     val_size: Optional[int] = typer.Option(None, help="Validation images (default: dataset's)."),
     seed: Optional[int] = typer.Option(None, help="Seed of initialisation, noise, augmentation "
                                        "and batch order (default 0)."),
+    lr: Optional[float] = typer.Option(None, help="α: SGD learning rate of the hypernetwork "
+                                       "(default: preset)."),
+    lr_schedule: Optional[str] = typer.Option(None, help="Schedule of α: cosine, step (needs "
+                                              "lr_milestones in --config) or constant."),
+    weight_decay: Optional[float] = typer.Option(None, help="Weight decay of the hypernetwork "
+                                                 "(default: preset)."),
+    hyper_lr: Optional[float] = typer.Option(None, help="α': Adam learning rate of λ, constant "
+                                             "(default: preset)."),
+    sigma: Optional[float] = typer.Option(None, help="Std of the per-example perturbation ε of "
+                                          "λ (default 1.0, the paper's)."),
+    train_steps: Optional[int] = typer.Option(None, help="T_train: hypernetwork steps per round "
+                                              "(default 2)."),
+    val_steps: Optional[int] = typer.Option(None, help="T_val: λ steps per round (default 1)."),
+    warmup_epochs: Optional[int] = typer.Option(None, help="Epochs of hypernetwork steps only, "
+                                                "before λ moves (default 0; the paper has none, "
+                                                "Self-Tuning Networks' code uses 5)."),
+    val_bn_mode: Optional[str] = typer.Option(None, help="BatchNorm mode on the λ step: eval "
+                                              "(running statistics; default, as Self-Tuning "
+                                              "Networks' code) or train (batch statistics)."),
     device: Optional[str] = typer.Option(None, help=DEVICE_HELP),
     config: Optional[Path] = typer.Option(None, help="YAML or JSON file of settings (any field "
                                           "of the resolved config); flags override it."),
@@ -109,7 +128,9 @@ def search(
     cfg = resolve_search_config(
         dataset, config, data_dir=None if data_dir is None else str(data_dir), model=model,
         strategy=strategy, epochs=epochs, batch_size=batch_size, train_size=train_size,
-        val_size=val_size, seed=seed, device=device,
+        val_size=val_size, seed=seed, lr=lr, lr_schedule=lr_schedule, weight_decay=weight_decay,
+        hyper_lr=hyper_lr, sigma=sigma, train_steps=train_steps, val_steps=val_steps,
+        warmup_epochs=warmup_epochs, val_bn_mode=val_bn_mode, device=device,
     )
     run_dir = run_dir or _default_run_dir(f"search-{cfg.dataset}", resume)
     run_search(cfg, out=out, run_dir=run_dir, resume=resume, command_line=_command_line())

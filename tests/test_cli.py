@@ -31,3 +31,29 @@ def test_python_dash_m_runs_the_cli():
     result = subprocess.run([sys.executable, "-m", "hbacli", "--help"], capture_output=True,
                             text=True, timeout=60)
     assert result.returncode == 0 and "inspect" in result.stdout
+
+
+def test_search_flags_reach_the_resolved_config(monkeypatch, tmp_path):
+    import hbacli.search
+
+    seen = {}
+    monkeypatch.setattr(hbacli.search, "run_search",
+                        lambda cfg, **kwargs: seen.setdefault("cfg", cfg))
+    result = CliRunner().invoke(app, [
+        "search", "--dataset", "digits", "--sigma", "0.5", "--train-steps", "3", "--val-steps",
+        "2", "--warmup-epochs", "1", "--val-bn-mode", "train", "--lr", "0.02", "--hyper-lr",
+        "0.01", "--weight-decay", "0.001", "--lr-schedule", "constant",
+        "--run-dir", str(tmp_path / "run")])
+    assert result.exit_code == 0, result.output
+    cfg = seen["cfg"]
+    assert (cfg.sigma, cfg.train_steps, cfg.val_steps, cfg.warmup_epochs, cfg.val_bn_mode) == \
+        (0.5, 3, 2, 1, "train")
+    assert (cfg.lr, cfg.hyper_lr, cfg.weight_decay, cfg.lr_schedule) == \
+        (0.02, 0.01, 0.001, "constant")
+
+
+def test_bad_choice_is_one_line(tmp_path):
+    result = CliRunner().invoke(app, ["search", "--dataset", "digits", "--val-bn-mode", "sideways",
+                                      "--run-dir", str(tmp_path / "run")])
+    assert result.exit_code == 2
+    assert result.output.strip().count("\n") == 0 and "val_bn_mode" in result.output
