@@ -105,8 +105,9 @@ class Batch:
     def lowest_highest(self) -> tuple[Tensor, Tensor]:
         """(N, C, 1) int64 lowest and highest level present per image and channel."""
         n, c, h, w = self.images.shape
-        low, high = torch.aminmax(self.images.view(n, c, h * w), dim=2, keepdim=True)
-        return low.long(), high.long()
+        levels = self.images.view(n, c, h * w)
+        # amin and amax, not aminmax: on uint8 they are vectorised, ~10× faster on CPU
+        return levels.amin(2, keepdim=True).long(), levels.amax(2, keepdim=True).long()
 
     @cached_property
     def as_float(self) -> Tensor:
@@ -196,10 +197,15 @@ def affine_kernel(b: Batch, matrices: Tensor) -> Tensor:
     fixed = torch.floor(matrices @ to_coefficients * _FIXED_ONE + rounding).int() + padding
     start, per_column, per_row = fixed.view(n, 2, 3, 1, 1).unbind(2)
     rows, columns = _grid(h, w, b.images.device)
-    x_in, y_in = ((start + columns * per_column + rows * per_row) >> 16).unbind(1)
-    source = y_in.clamp_(0, h + 1) * (w + 2) + x_in.clamp_(0, w + 1)
+    # (N, 2, H, W) x and y in one tensor, shifted and clamped in place: few image-sized passes
+    coordinates = (start + rows * per_row) + columns * per_column
+    x_in, y_in = coordinates.bitwise_right_shift_(16).unbind(1)
+    x_in.clamp_(0, w + 1)
+    y_in.clamp_(0, h + 1)
+    source = torch.empty(n, h, w, dtype=torch.int64, device=b.images.device)
+    torch.add(x_in, y_in, alpha=w + 2, out=source)  # row-major index, straight into int64
     padded = F.pad(b.images, (1, 1, 1, 1), value=FILL).view(n, c, (h + 2) * (w + 2))
-    picked = padded.gather(2, source.long().view(n, 1, h * w).expand(n, c, h * w))
+    picked = padded.gather(2, source.view(n, 1, h * w).expand(n, c, h * w))
     return picked.view(n, c, h, w)
 
 
@@ -276,12 +282,15 @@ def color_degenerate(b: Batch) -> Tensor:
 def sharpness_degenerate(b: Batch) -> Tensor:
     """ImageFilter.SMOOTH (3×3: 1s around a 5, /13, rounded); the one-pixel border is kept."""
     x = b.images.to(torch.int16)  # the 3×3 sums fit; int16 adds are ~3× faster than float here
-    rows = x[..., :, :-2] + x[..., :, 1:-1] + x[..., :, 2:]
-    box = rows[..., :-2, :] + rows[..., 1:-1, :] + rows[..., 2:, :] + 4 * x[..., 1:-1, 1:-1]
+    rows = (x[..., :, :-2] + x[..., :, 1:-1]).add_(x[..., :, 2:])  # in place: fewer buffers
+    box = (rows[..., :-2, :] + rows[..., 1:-1, :]).add_(rows[..., 2:, :])
+    box.add_(x[..., 1:-1, 1:-1], alpha=4)
     out = b.as_float.clone()
     # floor((S + 6) / 13) for integer S: the +6.5 keeps every quotient ≥ 0.038 from an integer,
-    # far beyond float32's error, so a multiply by 1/13 is exact here and much faster
-    out[..., 1:-1, 1:-1] = torch.floor((box + 6.5) * (1 / 13))
+    # far beyond float32's error, so a multiply by 1/13 is exact here and much faster; written
+    # straight into the interior
+    inner = out[..., 1:-1, 1:-1]
+    torch.add(box, 6.5, out=inner).mul_(1 / 13).floor_()
     return out
 
 
