@@ -120,7 +120,8 @@ class Batch:
         if self.images.shape[1] == 1:
             return self.as_float
         r, g, b = self.as_float.unbind(1)
-        return torch.floor((r * 19595 + g * 38470 + b * 7471 + 32768) * (1 / 65536)).unsqueeze(1)
+        weighted = (r * 19595).add_(g, alpha=38470).add_(b, alpha=7471)  # in place: one buffer
+        return weighted.add_(32768).mul_(1 / 65536).floor_().unsqueeze(1)
 
 
 # --------------------------------------------------------------------------------------------
@@ -297,7 +298,7 @@ def sharpness_degenerate(b: Batch) -> Tensor:
 def blend_kernel(b: Batch, params: tuple[Tensor, Tensor]) -> Tensor:
     """Image.blend(degenerate, image, factor): float32 maths, clipped, truncated (not rounded)."""
     degenerate, factor = params
-    out = degenerate + factor.float().view(-1, 1, 1, 1) * (b.as_float - degenerate)
+    out = (b.as_float - degenerate).mul_(factor.float().view(-1, 1, 1, 1)).add_(degenerate)
     return float_to_uint8(out.clamp_(0, 255))
 
 
