@@ -130,7 +130,9 @@ def walk_from_uniform(probabilities: Tensor, u: Tensor) -> Walk:
     """
     k = (u[:, :1] >= _constants(u.device, torch.float32)["k_thresholds"]).sum(1)
     opened = u[:, 1 + NUM_COPIES:1 + 2 * NUM_COPIES] < probabilities
-    arrival = torch.where(opened, u[:, 1:1 + NUM_COPIES], 2.0)  # closed copies never apply
+    # closed copies arrive at ≥ 2, so they never apply; an add, not torch.where, which is
+    # ~3× slower on CPU for this strided float slice
+    arrival = torch.add(u[:, 1:1 + NUM_COPIES], ~opened, alpha=2.0)
     earliest, first = arrival.min(1)
     later, second = arrival.scatter(1, first.unsqueeze(1), 2.0).min(1)
     first = torch.where((k >= 1) & (earliest < 2.0), first, -1)
