@@ -295,7 +295,8 @@ def sharpness_degenerate(b: Batch) -> Tensor:
     # floor((S + 6) / 13) for integer S: the +6.5 keeps every quotient ≥ 0.038 from an integer,
     # far beyond float32's error, so a multiply by 1/13 is exact here and much faster
     smooth = torch.add(box, 6.5).mul_(1 / 13).floor_()
-    interior = smooth.as_strided((n, c, h - 2, w - 2), (c * smooth.shape[2], smooth.shape[2], w, 1))
+    inner_size = (n, c, max(h - 2, 0), max(w - 2, 0))  # none below 3×3
+    interior = smooth.as_strided(inner_size, (c * smooth.shape[2], smooth.shape[2], w, 1))
     out = b.as_float.clone()
     out[..., 1:-1, 1:-1] = interior
     return out
