@@ -48,7 +48,6 @@ Run directory: ``config.json``, ``epochs.csv`` (one row per seed and epoch), and
 from __future__ import annotations
 
 import enum
-import io
 import math
 import os
 import time
@@ -66,6 +65,7 @@ from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn,
 from rich.table import Table
 
 from .errors import HbaError
+from .checkpoint import checkpoint_bytes, read_checkpoint
 from .files import atomic_write_bytes, atomic_write_json, atomic_write_text, dataclass_csv_text
 from .presets import EvaluateConfig, dataset_family, lr_factor
 from .replay import ScheduleAugmenter, ScheduleTransform, derive_seed
@@ -502,13 +502,6 @@ def seed_checkpoint_path(run_dir: Path, seed: int) -> Path:
     return run_dir / f"seed-{seed}" / CHECKPOINT_NAME
 
 
-def config_differences(saved: dict[str, Any], requested: dict[str, Any]) -> list[str]:
-    """'field: saved → requested' for every setting that changes what a seed computes."""
-    keys = sorted((set(saved) | set(requested)) - RESUME_IGNORED_FIELDS)
-    return [f"{k}: {saved.get(k)!r} → {requested.get(k)!r}"
-            for k in keys if saved.get(k) != requested.get(k)]
-
-
 def check_run_dir(run_dir: Path, resume: bool) -> None:
     existing = sorted(run_dir.glob(f"seed-*/{CHECKPOINT_NAME}"))
     if existing and not resume:
@@ -516,41 +509,26 @@ def check_run_dir(run_dir: Path, resume: bool) -> None:
                        "checkpoint(s)); pass --resume to continue it or choose another --run-dir")
 
 
-def checkpoint_bytes(cfg: EvaluateConfig, seed: int, epochs_done: int, trainer: SeedTrainer,
-                     records: list[EpochRecord], train_seconds: float,
-                     result: SeedResult | None) -> bytes:
-    payload = {"format": CHECKPOINT_FORMAT, "version": CHECKPOINT_VERSION,
-               "config": cfg.model_dump(mode="json"), "seed": seed, "epochs_done": epochs_done,
-               **trainer.state_dict(), "records": [asdict(r) for r in records],
-               "train_seconds": train_seconds,
-               "result": None if result is None else result.model_dump(mode="json")}
-    buffer = io.BytesIO()
-    torch.save(payload, buffer)
-    return buffer.getvalue()
+def seed_checkpoint_bytes(cfg: EvaluateConfig, seed: int, epochs_done: int,
+                          trainer: SeedTrainer, records: list[EpochRecord], train_seconds: float,
+                          result: SeedResult | None) -> bytes:
+    return checkpoint_bytes(
+        CHECKPOINT_FORMAT, CHECKPOINT_VERSION, cfg.model_dump(mode="json"), seed=seed,
+        epochs_done=epochs_done, **trainer.state_dict(), records=[asdict(r) for r in records],
+        train_seconds=train_seconds,
+        result=None if result is None else result.model_dump(mode="json"))
 
 
 def save_checkpoint(path: Path, data: bytes) -> None:
     atomic_write_bytes(path, data)
 
 
-def read_checkpoint(path: Path, cfg: EvaluateConfig) -> dict[str, Any] | None:
+def read_seed_checkpoint(path: Path, cfg: EvaluateConfig) -> dict[str, Any] | None:
     """The seed's checkpoint, or None when there is none; HbaError if it cannot be resumed."""
     if not path.is_file():
         return None
-    try:
-        payload = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # a damaged or foreign file: the user can only start over
-        raise HbaError(f"cannot read checkpoint {path}: {str(exc).splitlines()[0]}") from None
-    if not isinstance(payload, dict) or payload.get("format") != CHECKPOINT_FORMAT:
-        raise HbaError(f"{path} is not an hba evaluate checkpoint")
-    if payload.get("version") != CHECKPOINT_VERSION:
-        raise HbaError(f"checkpoint {path} has version {payload.get('version')}, this hba "
-                       f"reads version {CHECKPOINT_VERSION}")
-    differences = config_differences(payload["config"], cfg.model_dump(mode="json"))
-    if differences:
-        raise HbaError(f"cannot resume: {path} was made with other settings "
-                       f"({'; '.join(differences)}); repeat them or choose another --run-dir")
-    return payload
+    return read_checkpoint(path, CHECKPOINT_FORMAT, CHECKPOINT_VERSION,
+                           cfg.model_dump(mode="json"), RESUME_IGNORED_FIELDS, "evaluate")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -645,8 +623,8 @@ def _train_seed(cfg: EvaluateConfig, seed: int, data: TrainingData, policy: Poli
                                    images_per_second=images / seconds,
                                    elapsed_seconds=seconds_before + session_seconds))
         if ranks.is_main:
-            save_checkpoint(path, checkpoint_bytes(cfg, seed, epoch + 1, trainer, records,
-                                                   seconds_before + session_seconds, None))
+            save_checkpoint(path, seed_checkpoint_bytes(cfg, seed, epoch + 1, trainer, records,
+                                                        seconds_before + session_seconds, None))
         bar.advance()
         bar.print(epoch_line(records[-1], cfg.epochs))
         on_epoch(records)
@@ -659,8 +637,8 @@ def _train_seed(cfg: EvaluateConfig, seed: int, data: TrainingData, policy: Poli
                         images_per_second=session_images / session_seconds if session_seconds
                         else records[-1].images_per_second)
     if ranks.is_main:
-        save_checkpoint(path, checkpoint_bytes(cfg, seed, cfg.epochs, trainer, records,
-                                               result.train_seconds, result))
+        save_checkpoint(path, seed_checkpoint_bytes(cfg, seed, cfg.epochs, trainer, records,
+                                                    result.train_seconds, result))
     return result, records
 
 
@@ -731,7 +709,7 @@ def _run(cfg, out, run_dir, resume, command_line, progress, replay, workers, on_
     with EvaluateProgress(progress, cfg.epochs * len(cfg.seeds)) as bar:
         for seed in cfg.seeds:
             path = seed_checkpoint_path(run_dir, seed)
-            payload = ranks.from_main(lambda: read_checkpoint(path, cfg) if resume else None)
+            payload = ranks.from_main(lambda: read_seed_checkpoint(path, cfg) if resume else None)
             if payload is not None and payload["result"] is not None:
                 result = SeedResult(**payload["result"])
                 bar.print(f"seed {seed}: finished earlier, test error {result.test_error:.2f}%")

@@ -37,7 +37,6 @@ thread unless OMP_NUM_THREADS says otherwise (see ``cpu_threads``).
 from __future__ import annotations
 
 import contextlib
-import io
 import math
 import os
 import time
@@ -57,6 +56,7 @@ from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn,
 from . import space
 from .data import BaselinePipeline, ImageSplits, load_dataset, make_loader
 from .errors import HbaError
+from .checkpoint import checkpoint_bytes, read_checkpoint
 from .files import atomic_write_bytes, atomic_write_json, atomic_write_text, dataclass_csv_text
 from .hyper import to_hypernetwork
 from .nets import MODEL_NAMES, build_model
@@ -100,13 +100,6 @@ def top_ops(probabilities: np.ndarray, k: int = TOP_OPS_SHOWN) -> list[tuple[str
     """The k op copies with the largest probability, as (label like 'Rotate#1', p)."""
     order = np.argsort(-probabilities, kind="stable")[:k]
     return [(space.OP_COPIES[i].label, float(probabilities[i])) for i in order]
-
-
-def config_differences(saved: dict[str, Any], requested: dict[str, Any]) -> list[str]:
-    """'field: saved → requested' for every setting that changes the computation."""
-    keys = sorted((set(saved) | set(requested)) - RESUME_IGNORED_FIELDS)
-    return [f"{k}: {saved.get(k)!r} → {requested.get(k)!r}"
-            for k in keys if saved.get(k) != requested.get(k)]
 
 
 @contextlib.contextmanager
@@ -366,39 +359,21 @@ class BackgroundWriter:
 
 def _checkpoint_bytes(cfg: SearchConfig, device: torch.device, engine: SearchEngine,
                       state: RunState) -> bytes:
-    payload = {
-        "format": CHECKPOINT_FORMAT, "version": CHECKPOINT_VERSION,
-        "config": cfg.model_dump(mode="json"), "device_type": device.type,
-        "engine": engine.state_dict(),
-        "epochs_done": state.epochs_done,
-        "probabilities": torch.tensor(state.probabilities, dtype=torch.float64),
-        "magnitudes": torch.tensor(state.magnitudes, dtype=torch.float64),
-        "records": [asdict(r) for r in state.records],
-        "elapsed_seconds": state.elapsed_seconds,
-    }
-    buffer = io.BytesIO()
-    torch.save(payload, buffer)  # serialised now: the engine moves on while the file is written
-    return buffer.getvalue()
+    return checkpoint_bytes(
+        CHECKPOINT_FORMAT, CHECKPOINT_VERSION, cfg.model_dump(mode="json"),
+        device_type=device.type,
+        engine=engine.state_dict(),
+        epochs_done=state.epochs_done,
+        probabilities=torch.tensor(state.probabilities, dtype=torch.float64),
+        magnitudes=torch.tensor(state.magnitudes, dtype=torch.float64),
+        records=[asdict(r) for r in state.records],
+        elapsed_seconds=state.elapsed_seconds,
+    )
 
 
 def _read_checkpoint(path: Path, cfg: SearchConfig, device: torch.device) -> dict[str, Any]:
-    try:
-        payload = torch.load(path, map_location="cpu", weights_only=True)
-    except OSError as exc:
-        raise HbaError(f"cannot read checkpoint {path}: {exc.strerror or exc}") from None
-    except Exception:  # unpickling failed: a damaged or foreign file; only a new run helps
-        raise HbaError(f"cannot read checkpoint {path}: the file is damaged or not an hba "
-                       "search checkpoint (choose another --run-dir)") from None
-    if not isinstance(payload, dict) or payload.get("format") != CHECKPOINT_FORMAT:
-        raise HbaError(f"{path} is not an hba search checkpoint")
-    if payload.get("version") != CHECKPOINT_VERSION:
-        raise HbaError(f"checkpoint {path} has version {payload.get('version')}, this hba "
-                       f"reads version {CHECKPOINT_VERSION}")
-    differences = config_differences(payload["config"], cfg.model_dump(mode="json"))
-    if differences:
-        raise HbaError(f"cannot resume: the checkpoint in {path.parent} was made with other "
-                       f"settings ({'; '.join(differences)}); repeat its settings or choose "
-                       "another --run-dir")
+    payload = read_checkpoint(path, CHECKPOINT_FORMAT, CHECKPOINT_VERSION,
+                              cfg.model_dump(mode="json"), RESUME_IGNORED_FIELDS, "search")
     if payload["device_type"] != device.type:
         raise HbaError(f"cannot resume on {device.type}: the checkpoint in {path.parent} was "
                        f"made on {payload['device_type']} (use --device {payload['device_type']})")

@@ -12,10 +12,11 @@ from typer.testing import CliRunner
 
 from hbacli import space
 from hbacli.cli import app
+from hbacli.checkpoint import config_differences
 from hbacli.errors import HbaError
 from hbacli.presets import STRATEGIES, resolve_search_config
 from hbacli.schedule import load_schedule
-from hbacli.search import (LOG_FIELDS, SearchEngine, config_differences, lr_factor, run_search,
+from hbacli.search import (LOG_FIELDS, RESUME_IGNORED_FIELDS, SearchEngine, lr_factor, run_search,
                            top_ops)
 
 # Small enough for seconds on 2 CPU cores, large enough that λ gets a dozen Adam steps.
@@ -63,8 +64,10 @@ def test_top_ops_labels_the_most_probable_copies():
 
 def test_resume_ignores_device_but_not_settings_that_change_the_search():
     saved = tiny_config().model_dump()
-    assert config_differences(saved, tiny_config(device="auto").model_dump()) == []
-    assert config_differences(saved, tiny_config(sigma=0.5).model_dump()) == ["sigma: 1.0 → 0.5"]
+    assert config_differences(saved, tiny_config(device="auto").model_dump(),
+                              RESUME_IGNORED_FIELDS) == []
+    assert config_differences(saved, tiny_config(sigma=0.5).model_dump(),
+                              RESUME_IGNORED_FIELDS) == ["sigma: 1.0 → 0.5"]
 
 
 # ---- the algorithm -------------------------------------------------------------------------------
