@@ -30,7 +30,8 @@ def hba(*args: str):
 
 def test_cli_modules_do_not_import_torch():
     code = ("import sys, hbacli.cli, hbacli.schedule, hbacli.plots, hbacli.export, "
-            "hbacli.schemas; assert 'torch' not in sys.modules, 'torch was imported'")
+            "hbacli.schemas, hbacli.space, hbacli.ops_pil, hbacli.presets; "
+            "assert 'torch' not in sys.modules, 'torch was imported'")
     subprocess.run([sys.executable, "-c", code], check=True, timeout=60)
 
 
