@@ -5,6 +5,7 @@
 Images: real 32×32 CIFAR-10 training images from ../shared/datasets/cifar10-jpeg.tar.gz when the
 archive is there, random ones otherwise. Policy: every probability 0.5, every magnitude mid-range.
 The batched policy runs on the CPU (on one intra-op thread, by design: see ``hbacli.policy``)
+with the C kernels (the default) and with the torch kernels (the fallback without a compiler),
 and, when present, on CUDA (synchronised, after warm-up); the PIL loop runs
 ``policy.augment_pil`` image by image in this one process, as one DataLoader worker would. Each
 figure is the median of ~0.1 s rounds; the load average is printed because these machines are
@@ -26,9 +27,11 @@ import numpy as np
 import torch
 from PIL import Image
 
-from hbacli import policy, space
+from hbacli import ops_native, policy, space
 from hbacli.runtime import device_description
 
+KERNEL_NAMES = {"native": "C kernels, the CPU default", "sorted": "torch kernels, the fallback",
+                "masked": "torch kernels"}
 ARCHIVE = Path(__file__).resolve().parents[2] / "shared" / "datasets" / "cifar10-jpeg.tar.gz"
 
 
@@ -71,7 +74,8 @@ def rate(run, images_per_call: int, seconds: float, sync=lambda: None) -> float:
     return statistics.median(rounds)
 
 
-def batched_rate(images: np.ndarray, batch: int, device: torch.device, seconds: float) -> float:
+def batched_rate(images: np.ndarray, batch: int, device: torch.device, kernels: str,
+                 seconds: float) -> float:
     p, m = policy_parameters()
     reps = -(-batch // len(images))
     x = torch.from_numpy(np.concatenate([images] * reps)[:batch]).permute(0, 3, 1, 2).contiguous()
@@ -80,7 +84,7 @@ def batched_rate(images: np.ndarray, batch: int, device: torch.device, seconds: 
     m_t = torch.tensor(m, dtype=torch.float32, device=device)
     generator = torch.Generator(device=device).manual_seed(0)
     sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
-    return rate(lambda: policy.augment_batch(x, p_t, m_t, generator), batch, seconds, sync)
+    return rate(lambda: policy.augment_batch(x, p_t, m_t, generator, kernels), batch, seconds, sync)
 
 
 def pil_rate(images: np.ndarray, seconds: float) -> float:
@@ -98,7 +102,11 @@ def main() -> None:
     args = parser.parse_args()
 
     images, source = load_images(max(args.batches))
-    devices = [torch.device("cpu")] + ([torch.device("cuda")] if torch.cuda.is_available() else [])
+    runs = [(torch.device("cpu"), "sorted")]
+    if ops_native.library() is not None:
+        runs.insert(0, (torch.device("cpu"), "native"))
+    if torch.cuda.is_available():
+        runs.append((torch.device("cuda"), "masked"))
     load = os.getloadavg()[0]
     pil = pil_rate(images, args.seconds)
     print(f"images: {len(images)} × 32×32 {source}; policy: p = 0.5, mid-range magnitudes; "
@@ -106,12 +114,13 @@ def main() -> None:
     print(f"PIL per-image loop, one process: {pil:,.0f} img/s")
     results = {"images": source, "cpus": os.cpu_count(), "load_average": round(load, 2),
                "pil_loop_img_per_s": round(pil), "pil_loop_processes": 1, "batched": []}
-    for device in devices:
+    for device, kernels in runs:
         for batch in args.batches:
-            value = batched_rate(images, batch, device, args.seconds)
-            print(f"batched {device.type}, batch {batch}: {value:,.0f} img/s "
-                  f"= {value / pil:.1f}× the PIL loop")
-            results["batched"].append({"device": device.type, "description": device_description(device),
+            value = batched_rate(images, batch, device, kernels, args.seconds)
+            print(f"batched {device.type} ({KERNEL_NAMES[kernels]}), batch {batch}: "
+                  f"{value:,.0f} img/s = {value / pil:.1f}× the PIL loop")
+            results["batched"].append({"device": device.type, "kernels": kernels,
+                                       "description": device_description(device),
                                        "batch": batch, "img_per_s": round(value),
                                        "ratio_to_pil": round(value / pil, 2)})
     results["load_average_after"] = round(os.getloadavg()[0], 2)

@@ -37,7 +37,7 @@ import torch
 import torch.nn.functional as F
 
 from .errors import HbaError
-from .files import atomic_write_bytes
+from .files import atomic_write_bytes, cache_dir
 
 log = logging.getLogger("hba.data")
 
@@ -111,14 +111,6 @@ class _FileList:
 
 
 # --------------------------------------------------------------------------- where things live
-
-def cache_dir() -> Path:
-    """$HBA_CACHE, else $XDG_CACHE_HOME/hba, else ~/.cache/hba."""
-    if os.environ.get("HBA_CACHE"):
-        return Path(os.environ["HBA_CACHE"]).expanduser()
-    xdg = os.environ.get("XDG_CACHE_HOME")
-    return (Path(xdg).expanduser() if xdg else Path.home() / ".cache") / "hba"
-
 
 def default_data_dir() -> Path:
     """$HBA_DATA, else <cache>/datasets (where downloads go when nothing else is said)."""

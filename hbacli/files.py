@@ -1,4 +1,4 @@
-"""Atomic file writes: a crash or Ctrl-C never leaves a half-written result behind."""
+"""Where hba keeps files, and atomic writes: a crash or Ctrl-C never leaves a half-written result."""
 
 from __future__ import annotations
 
@@ -16,6 +16,14 @@ def _read_umask() -> int:
     mask = os.umask(0)
     os.umask(mask)
     return mask
+
+
+def cache_dir() -> Path:
+    """$HBA_CACHE, else $XDG_CACHE_HOME/hba, else ~/.cache/hba (decoded datasets, kernels)."""
+    if os.environ.get("HBA_CACHE"):
+        return Path(os.environ["HBA_CACHE"]).expanduser()
+    xdg = os.environ.get("XDG_CACHE_HOME")
+    return (Path(xdg).expanduser() if xdg else Path.home() / ".cache") / "hba"
 
 
 # Read once at import: os.umask can only be read by setting it, which is not thread-safe.

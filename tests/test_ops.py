@@ -1,4 +1,5 @@
-"""The batched ops agree with their Pillow reference on real CIFAR-10 images.
+"""The batched ops — torch (``ops.py``) and C (``ops_native``) — agree with their Pillow reference
+on real CIFAR-10 images.
 
 Tolerances (per op, against ``ops_pil`` on the same uint8 images and float32 magnitudes):
 - point ops (AutoContrast, Invert, Equalize, Solarize, Posterize): exact (max difference 0);
@@ -16,7 +17,7 @@ import pytest
 import torch
 from PIL import Image
 
-from hbacli import ops, ops_pil, space
+from hbacli import ops, ops_native, ops_pil, space
 from hbacli.errors import HbaError
 
 MAGNITUDE_GRID = {
@@ -47,6 +48,27 @@ def images(cifar_slice) -> np.ndarray:
     return cifar_slice["train_images"][::2]  # 100 images, all 10 classes
 
 
+def native_apply_op(name: str, images: torch.Tensor, magnitudes, generator=None) -> torch.Tensor:
+    """``ops.apply_op``'s contract through the C kernels: op ``name`` as stage 1, no stage 2,
+    Cutout's centres drawn as ``apply_op`` draws them."""
+    n, _, h, w = images.shape
+    stages = torch.full((n, 2), -1)
+    stages[:, 0] = space.OP_NAMES.index(name)
+    m = torch.zeros(n, 2)
+    m[:, 0] = torch.as_tensor(0.0 if magnitudes is None else magnitudes, dtype=torch.float32)
+    centres = torch.zeros(n, 2, 2, dtype=torch.int64)
+    centres[:, 0] = ops.centres_from_uniform(torch.rand(n, 2, generator=generator), h, w)
+    return ops_native.augment_stages(images, stages, m, centres)
+
+
+@pytest.fixture(params=["torch", "native"])
+def apply_op(request):
+    """Each batched implementation in turn."""
+    if request.param == "native" and ops_native.library() is None:
+        pytest.skip("the C kernels could not be built here")
+    return ops.apply_op if request.param == "torch" else native_apply_op
+
+
 def _pil_reference(name, images: np.ndarray, magnitudes) -> np.ndarray:
     out = []
     for img, m in zip(images, magnitudes):
@@ -68,16 +90,16 @@ def _assert_agrees(name: str, batched: np.ndarray, reference: np.ndarray, contex
 
 
 @pytest.mark.parametrize("name", list(MAGNITUDE_GRID))
-def test_batched_op_matches_pil_on_a_magnitude_grid(name, images):
+def test_batched_op_matches_pil_on_a_magnitude_grid(name, images, apply_op):
     for m in MAGNITUDE_GRID[name]:
         m32 = None if m is None else float(np.float32(m))
-        batched = ops.apply_op(name, torch.from_numpy(images), m32).numpy()
+        batched = apply_op(name, torch.from_numpy(images), m32).numpy()
         reference = _pil_reference(name, images, [m32] * len(images))
         _assert_agrees(name, batched, reference, f"{name} m={m}")
 
 
 @pytest.mark.parametrize("gray", [False, True], ids=["rgb", "gray"])
-def test_per_example_magnitudes_match_pil(images, gray):
+def test_per_example_magnitudes_match_pil(images, gray, apply_op):
     """Every image its own random magnitude (and sign), RGB and single-channel (L) images."""
     x = images[:40]
     if gray:
@@ -90,14 +112,14 @@ def test_per_example_magnitudes_match_pil(images, gray):
         if op.has_magnitude:
             m = rng.uniform(op.low, op.high, len(x)).astype(np.float32)
             m *= rng.choice([-1, 1], len(x)) if op.signed else 1
-        batched = ops.apply_op(op.name, torch.from_numpy(x), None if m is None else torch.from_numpy(m))
+        batched = apply_op(op.name, torch.from_numpy(x), None if m is None else torch.from_numpy(m))
         reference = _pil_reference(op.name, x, [None] * len(x) if m is None else m)
         _assert_agrees(op.name, batched.numpy(), reference, f"{op.name} gray={gray}")
 
 
-def test_cutout_matches_pil_given_the_same_centres(images):
+def test_cutout_matches_pil_given_the_same_centres(images, apply_op):
     m = torch.tensor([0.0, 0.05, 0.1, 0.2] * 25)
-    out = ops.apply_op("Cutout", torch.from_numpy(images), m, torch.Generator().manual_seed(3))
+    out = apply_op("Cutout", torch.from_numpy(images), m, torch.Generator().manual_seed(3))
     u = torch.rand(len(images), 2, generator=torch.Generator().manual_seed(3))
     centres = ops.centres_from_uniform(u, 32, 32).tolist()
     for img, got, mi, centre in zip(images, out.numpy(), m.tolist(), centres):
@@ -107,13 +129,13 @@ def test_cutout_matches_pil_given_the_same_centres(images):
     assert painted[0::4].max() == 0 and painted[3::4].max() > 0  # m = 0 paints nothing
 
 
-def test_geometric_ops_fill_exposed_pixels_and_identity_at_zero(images):
+def test_geometric_ops_fill_exposed_pixels_and_identity_at_zero(images, apply_op):
     x = torch.from_numpy(images[:8])
-    shifted = ops.apply_op("TranslateX", x, 0.45)  # content moves left; the right part is exposed
+    shifted = apply_op("TranslateX", x, 0.45)  # content moves left; the right part is exposed
     exposed = shifted[..., :, 32 - 14:]
     assert (exposed == space.FILL).all()
     for name in GEOMETRIC:
-        assert torch.equal(ops.apply_op(name, x, 0.0), x)
+        assert torch.equal(apply_op(name, x, 0.0), x)
 
 
 def test_float_input_gives_float_output(images):

@@ -10,7 +10,7 @@ import pytest
 import torch
 from PIL import Image
 
-from hbacli import ops, policy, space
+from hbacli import ops, ops_native, policy, space
 from hbacli.errors import HbaError
 
 K_PROBS = np.array(space.K_PROBABILITIES)
@@ -124,7 +124,7 @@ def test_pil_walk_has_the_same_statistics():
 
 
 def test_batched_policy_equals_ops_applied_one_by_one(cifar_slice):
-    """The stage/family machinery (both sorted and masked paths) against the plain definition:
+    """The stage machinery (C, torch sorted and torch masked kernels) against the plain definition:
     for each image, its walk's applied copies through ``ops.apply_op``, signs and centres
     taken from the same uniforms."""
     x = torch.from_numpy(cifar_slice["test_images"][:64]).contiguous()
@@ -150,9 +150,10 @@ def test_batched_policy_equals_ops_applied_one_by_one(cifar_slice):
             else:
                 img = ops.apply_op(op.name, img, mag)
             expected[i] = img[0]
-    for sort in (True, False):
-        got = policy.augment_from_uniform(x.clone(), p, m, u, sort=sort)
-        assert torch.equal(got, expected), f"sort={sort}"
+    kernels = [k for k in policy.KERNELS if k != "native" or ops_native.library() is not None]
+    for k in kernels:
+        got = policy.augment_from_uniform(x.clone(), p, m, u, kernels=k)
+        assert torch.equal(got, expected), k
     assert (expected != x).flatten(1).any(1).float().mean() > 0.5  # the test has teeth
 
 
