@@ -32,9 +32,9 @@ Its kernels are many and small; on an idle 2-core machine two intra-op threads g
 processes hold the cores, every op's parallel region waits for a descheduled thread and two
 threads fell to 540 img/s against 39k for one (``benchmarks/augment.py``).
 
-``PolicyTransform`` is the per-image form (PIL image or uint8 C×H×W tensor) for torchvision
-``Compose`` and DataLoader workers: PIL images go through ``ops_pil``, tensors through the batched
-ops with N = 1; both follow the same walk.
+``PolicyTransform`` is the per-image form (PIL image or C×H×W tensor) for torchvision ``Compose``
+and DataLoader workers: one numpy walk per image (``draw_stages``), then ``ops_pil`` for PIL images
+or the batched kernels with N = 1 for tensors — the same pixels for the same seed.
 """
 
 from __future__ import annotations
@@ -51,8 +51,8 @@ from torch import Tensor
 
 from . import ops_native, space
 from .errors import HbaError
-from .ops import FAMILIES, Batch, centres_from_uniform, to_uint8
-from .ops_pil import apply_op_pil
+from .ops import FAMILIES, FAMILY_OF, Batch, centres_from_uniform, to_uint8
+from .ops_pil import apply_op_pil, cutout_at
 
 NUM_COPIES = space.NUM_OP_COPIES  # 30
 NUM_OPS = len(space.OPS)  # 15
@@ -266,30 +266,74 @@ def _one_thread_on_cpu(device: torch.device):
         torch.set_num_threads(threads)
 
 
-def augment_pil(image: Image.Image, probabilities, magnitudes,
-                rng: np.random.Generator) -> Image.Image:
-    """A(x; p, m) for one PIL image, through ``ops_pil`` (the same walk as ``augment_batch``)."""
-    u = rng.random()
-    k = int(np.searchsorted(_K_THRESHOLDS, u, side="right"))
+@dataclass(frozen=True)
+class Stage:
+    """One applied op of one image's walk."""
+
+    op: int                  # index into space.OPS
+    magnitude: float         # physical, signed; 0 for probability-only ops
+    centre: tuple[int, int]  # Cutout's (row, column); (0, 0) for the other ops
+
+
+def draw_stages(probabilities: np.ndarray, magnitudes: np.ndarray, height: int, width: int,
+                rng: np.random.Generator) -> list[Stage]:
+    """One image's walk, drawn with numpy (the per-image form of ``walk_from_uniform``)."""
+    k = int(np.searchsorted(_K_THRESHOLDS, rng.random(), side="right"))
     if k == 0:
-        return image
+        return []
     order = rng.permutation(NUM_COPIES)
-    opened = order[rng.random(NUM_COPIES) < np.asarray(probabilities)[order]][:k]
+    opened = order[rng.random(NUM_COPIES) < probabilities[order]][:k]
+    stages = []
     for copy in opened:
         op = space.OP_COPIES[copy].op
-        magnitude = float(magnitudes[copy]) if op.has_magnitude else None
+        magnitude = float(magnitudes[copy]) if op.has_magnitude else 0.0
         if op.signed and rng.random() < 0.5:
             magnitude = -magnitude
-        image = apply_op_pil(op.name, image, magnitude, rng)
+        centre = (int(rng.integers(height)), int(rng.integers(width))) if op.name == "Cutout" else (0, 0)
+        stages.append(Stage(space.OP_NAMES.index(op.name), magnitude, centre))
+    return stages
+
+
+def augment_pil(image: Image.Image, probabilities, magnitudes,
+                rng: np.random.Generator) -> Image.Image:
+    """A(x; p, m) for one PIL image, through ``ops_pil``."""
+    for stage in draw_stages(np.asarray(probabilities), np.asarray(magnitudes), image.height,
+                             image.width, rng):
+        name = space.OP_NAMES[stage.op]
+        if name == "Cutout":
+            image = cutout_at(image, stage.magnitude, stage.centre)
+        else:
+            image = apply_op_pil(name, image, stage.magnitude)
     return image
+
+
+def augment_tensor(image: Tensor, probabilities, magnitudes, rng: np.random.Generator) -> Tensor:
+    """A(x; p, m) for one C×H×W tensor (uint8, or float in [0, 255]): the same draws as
+    ``augment_pil``, so the same rng state gives the same pixels; the C kernels on the CPU."""
+    x = to_uint8(image.unsqueeze(0))
+    stages = draw_stages(np.asarray(probabilities), np.asarray(magnitudes), x.shape[2],
+                         x.shape[3], rng)
+    if not stages:
+        return image.clone()
+    ops = torch.tensor([[s.op for s in stages] + [-1] * (2 - len(stages))])
+    m = torch.tensor([[s.magnitude for s in stages] + [0.0] * (2 - len(stages))])
+    centres = torch.tensor([[s.centre for s in stages] + [(0, 0)] * (2 - len(stages))])
+    if x.device.type == "cpu" and ops_native.library() is not None:
+        return ops_native.augment_stages(x, ops, m, centres)[0].to(image.dtype)
+    for stage in range(len(stages)):
+        name = space.OP_NAMES[stages[stage].op]
+        batch = Batch(x, m[:, stage].to(x.device), centres[:, stage].to(x.device))
+        x = FAMILY_OF[name].run_one(name, batch)
+    return x[0].to(image.dtype)
 
 
 class PolicyTransform:
     """Per-image A(x; p, m) for torchvision ``Compose`` / DataLoader workers (picklable).
 
-    PIL image in → PIL image out (through ``ops_pil``); uint8 tensor C×H×W in → tensor out
-    (through the batched ops, N = 1; ~0.43 ms per image on one CPU core, mostly the walk's
-    torch calls, against ~0.08 ms for the PIL path, so prefer PIL images in DataLoader workers).
+    PIL image in → PIL image out (through ``ops_pil``); C×H×W tensor in → tensor out (through
+    the C kernels on the CPU; ~0.06 ms per 32×32 image on one core, against ~0.09 ms for PIL).
+    Both draw the same walk from the same stream, so one seed gives the same pixels whichever
+    type comes in.
 
     Random stream: with a ``seed``, it is fixed by (seed, DataLoader worker id) — workers differ,
     and a caller wanting new draws each epoch passes a new seed. Without one, the main process
@@ -325,9 +369,7 @@ class PolicyTransform:
         if isinstance(img, Image.Image):
             return augment_pil(img, self.probabilities, self.magnitudes, rng)
         if isinstance(img, Tensor) and img.dim() == 3:
-            generator = torch.Generator(device=img.device).manual_seed(int(rng.integers(2**63)))
-            return augment_batch(img.unsqueeze(0), torch.from_numpy(self.probabilities),
-                                 torch.from_numpy(self.magnitudes), generator).squeeze(0)
+            return augment_tensor(img, self.probabilities, self.magnitudes, rng)
         raise HbaError("PolicyTransform takes a PIL image or a C×H×W tensor, "
                        f"got {type(img).__name__}")
 

@@ -241,3 +241,25 @@ def test_policy_transform_types_and_pickling(cifar_slice):
         t("not an image")
     with pytest.raises(HbaError):
         policy.PolicyTransform(np.zeros(29), np.zeros(30))
+
+
+@pytest.mark.parametrize("kernels", ["native", "torch"])
+def test_pil_and_tensor_images_get_the_same_pixels(cifar_slice, kernels, monkeypatch):
+    """One rng state, one walk: the per-image policy gives the same pixels to a PIL image and to
+    its tensor, through the C kernels and through the torch fallback."""
+    if kernels == "torch":
+        monkeypatch.setattr(ops_native, "library", lambda: None)
+    elif ops_native.library() is None:
+        pytest.skip("the C kernels could not be built here")
+    rng = np.random.default_rng(0)
+    p = np.full(30, 0.8)
+    m = np.nan_to_num(space.split_physical(space.lambda_to_physical(rng.normal(0, 2, 54)))[1])
+    changed = 0
+    for i, image in enumerate(cifar_slice["train_images"][:100]):
+        tensor = torch.from_numpy(image)
+        from_pil = policy.augment_pil(Image.fromarray(image.transpose(1, 2, 0)), p, m,
+                                      np.random.default_rng(i))
+        from_tensor = policy.augment_tensor(tensor, p, m, np.random.default_rng(i))
+        np.testing.assert_array_equal(from_tensor.numpy(), np.asarray(from_pil).transpose(2, 0, 1))
+        changed += not torch.equal(from_tensor, tensor)
+    assert changed >= 70  # K ≥ 1 for 80 % of images
