@@ -11,12 +11,14 @@ from __future__ import annotations
 import argparse
 import json
 import tempfile
+import sys
 import time
 from pathlib import Path
 
 import torch
 
 from hbacli.data import BaselinePipeline, DeviceLoader, load_dataset
+from hbacli.errors import HbaError
 from hbacli.runtime import device_description, resolve_device
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -78,4 +80,7 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    try:
+        main()
+    except HbaError as error:  # bad input: one line, no traceback
+        sys.exit(f"error: {error}")

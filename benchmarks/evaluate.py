@@ -24,11 +24,13 @@ import argparse
 import json
 import statistics
 import tempfile
+import sys
 import time
 from pathlib import Path
 
 import torch
 
+from hbacli.errors import HbaError
 from hbacli.evaluate import (DeviceBatches, PerImageBatches, Ranks, default_workers,
                              load_training_data, run_evaluation)
 from hbacli.presets import resolve_evaluate_config
@@ -138,4 +140,7 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    try:
+        main()
+    except HbaError as error:  # bad input: one line, no traceback
+        sys.exit(f"error: {error}")

@@ -31,6 +31,7 @@ import torch
 import torch.nn.functional as F
 
 from hbacli.data import BaselinePipeline, DeviceLoader, load_dataset
+from hbacli.errors import HbaError
 from hbacli.nets import build_model
 from hbacli.presets import SearchConfig, resolve_search_config
 from hbacli.runtime import (autocast, device_description, memory_format, resolve_device,
@@ -146,4 +147,7 @@ def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    try:
+        main()
+    except HbaError as error:  # bad input: one line, no traceback
+        sys.exit(f"error: {error}")

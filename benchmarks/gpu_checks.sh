@@ -1,0 +1,42 @@
+#!/usr/bin/env bash
+# Every GPU check of hba in one run, sized to fit one 10-minute command on a lent H100:
+# the augmentation benchmark (CPU and CUDA), the search benchmark on reduced CIFAR-10
+# (WRN-40-2, 200 epochs, search vs plain training), then the CUDA tests (tests/test_cuda.py).
+#
+# Prepare here, once per checkout (.data/ and .whl/ are git-ignored):
+#   mkdir -p .data && cp ../shared/datasets/cifar10-jpeg.tar.gz .data/
+#   python -m pip download --no-deps --only-binary=:all: --python-version 3.12 \
+#       --implementation cp --platform manylinux_2_17_x86_64 -d .whl \
+#       pydantic==2.13.4 pydantic-core==2.46.4 annotated-types typing-inspection
+# (the GPU machine's image has torch, typer, rich, pillow, pyyaml and pytest, not pydantic).
+# Run there, carrying .data and .whl:
+#   bash benchmarks/gpu_checks.sh
+# Logs and the benchmarks' JSON lines go to $OUT (else ./gpu-checks); summary.txt gathers the
+# JSON lines and each step's exit status.
+set -u -o pipefail
+out=${OUT:-gpu-checks}
+mkdir -p "$out"
+export PYTHONUNBUFFERED=1 HBA_DATA="$PWD/.data" HBA_CACHE=/tmp/hba-cache
+export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
+if [ -d .whl ]; then
+    python3 -m pip install -q --no-index --no-deps --no-compile --target /tmp/site .whl/*.whl \
+        && export PYTHONPATH="$PYTHONPATH:/tmp/site"
+fi
+
+step() {  # step NAME SECONDS COMMAND...: run with a time limit, log, keep the last JSON line
+    local name=$1 limit=$2
+    shift 2
+    echo "== $name (limit ${limit}s): $*"
+    timeout "$limit" "$@" 2>&1 | tee "$out/$name.log"
+    local status=$?
+    echo "$name exit $status" >>"$out/summary.txt"
+    grep '^{' "$out/$name.log" | tail -n 1 >>"$out/summary.txt"
+}
+
+{ nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader
+  python3 -c "import torch; print('torch', torch.__version__, 'cuda', torch.version.cuda)"
+} 2>&1 | tee "$out/machine.txt"
+step augment 90 python3 benchmarks/augment.py --seconds 0.5
+step search 330 python3 benchmarks/search.py --dataset reduced-cifar10 --device cuda
+step cuda_tests 150 python3 -m pytest tests/test_cuda.py -q -p no:cacheprovider
+cat "$out/summary.txt"
