@@ -70,8 +70,8 @@ from .files import atomic_write_bytes, atomic_write_json, atomic_write_text, dat
 from .presets import EvaluateConfig, dataset_family, lr_factor
 from .replay import ScheduleAugmenter, ScheduleTransform, derive_seed
 from .results import EvaluationProvenance, EvaluationResults, SeedResult, Summary
-from .runtime import (autocast, device_description, memory_format, package_versions,
-                      resolve_device)
+from .runtime import (autocast, compile_network, device_description, memory_format,
+                      package_versions, resolve_device)
 
 BASELINES = ("none", "cutout", "autoaugment", "randaugment", "trivialaugment")
 TORCHVISION_BASELINES = ("autoaugment", "randaugment", "trivialaugment")
@@ -81,7 +81,7 @@ CHECKPOINT_NAME = "checkpoint.pt"
 CONFIG_NAME = "config.json"
 LOG_NAME = "epochs.csv"
 # Settings that do not change what a seed computes: a run may be resumed with them changed.
-RESUME_IGNORED_FIELDS = frozenset({"seeds", "device", "data_dir"})
+RESUME_IGNORED_FIELDS = frozenset({"seeds", "device", "data_dir", "compile"})
 ReplayMode = Literal["batched", "per-image"]
 
 
@@ -392,6 +392,8 @@ class SeedTrainer:
         torch.manual_seed(seed)
         self.model = build_model(cfg.model, data.num_classes).to(
             device=device, memory_format=self.memory_format)
+        if cfg.compile:
+            compile_network(self.model, device)
         self.network = self.model
         if ranks.parallel:
             self.network = DistributedDataParallel(

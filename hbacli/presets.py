@@ -23,6 +23,10 @@ LrSchedule = Literal["cosine", "step", "constant"]
 Device = Literal["auto", "cpu", "cuda"]
 
 
+COMPILE_HELP = ("torch.compile the network: fused kernels, and on CUDA its forward and backward "
+                "replayed as CUDA graphs (mode reduce-overhead); the first steps pay the compilation")
+
+
 class _Config(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
 
@@ -55,6 +59,7 @@ class SearchConfig(_Config):
     )
     seed: int = 0
     device: Device = "auto"
+    compile: bool = Field(False, description=COMPILE_HELP)
 
     @model_validator(mode="after")
     def _check(self) -> "SearchConfig":
@@ -85,6 +90,7 @@ class EvaluateConfig(_Config):
     weight_decay: float = Field(ge=0)
     seeds: list[int] = Field(default_factory=lambda: [0], min_length=1)
     device: Device = "auto"
+    compile: bool = Field(False, description=COMPILE_HELP)
 
     @model_validator(mode="after")
     def _check(self) -> "EvaluateConfig":

@@ -1,10 +1,12 @@
-"""Where and how tensors run: device choice, bf16 autocast, seeding, versions for provenance."""
+"""Where and how tensors run: device choice, bf16 autocast, compilation, seeding, versions."""
 
 from __future__ import annotations
 
 import contextlib
+import os
 import platform
 import random
+import shutil
 
 import numpy as np
 import torch
@@ -32,6 +34,15 @@ def autocast(device: torch.device) -> contextlib.AbstractContextManager:
 
 def memory_format(device: torch.device) -> torch.memory_format:
     return torch.channels_last if device.type == "cuda" else torch.contiguous_format
+
+
+def compile_network(module: torch.nn.Module, device: torch.device) -> None:
+    """torch.compile ``module`` in place, so its state_dict keys (and checkpoints) stay as they
+    are: fused kernels, and on CUDA the forward and backward replayed as CUDA graphs."""
+    compilers = (os.environ.get("CXX"), "c++", "g++", "clang++")
+    if not any(name and shutil.which(name) for name in compilers):
+        raise HbaError("--compile needs a C++ compiler (g++ or clang++; or set CXX)")
+    module.compile(mode="reduce-overhead" if device.type == "cuda" else None)
 
 
 def seed_everything(seed: int) -> None:

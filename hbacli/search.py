@@ -62,8 +62,8 @@ from .hyper import to_hypernetwork
 from .nets import MODEL_NAMES, build_model
 from .policy import augment_batch, physical_from_lambda
 from .presets import SearchConfig, lr_factor
-from .runtime import (autocast, device_description, memory_format, package_versions,
-                      resolve_device, seed_everything)
+from .runtime import (autocast, compile_network, device_description, memory_format,
+                      package_versions, resolve_device, seed_everything)
 from .schedule import Provenance, Schedule, save_schedule
 
 CHECKPOINT_FORMAT = "hba-search-checkpoint"
@@ -74,7 +74,7 @@ CONFIG_NAME = "config.json"
 LOG_NAME = "log.csv"
 TOP_OPS_SHOWN = 3
 # Settings that do not change the computation: a run may be resumed with them changed.
-RESUME_IGNORED_FIELDS = frozenset({"device", "data_dir"})
+RESUME_IGNORED_FIELDS = frozenset({"device", "data_dir", "compile"})
 
 
 # ---------------------------------------------------------------------------------------------
@@ -154,6 +154,8 @@ class SearchEngine:
         model = build_model(cfg.model, splits.num_classes)
         self.hypernet = to_hypernetwork(model, cfg.strategy, space.NUM_HYPERPARAMETERS)
         self.hypernet.to(device=device, memory_format=self.memory_format)
+        if cfg.compile:
+            compile_network(self.hypernet, device)
         self.lam = torch.tensor(space.initial_lambda(), dtype=torch.float32, device=device,
                                 requires_grad=True)
 

@@ -177,6 +177,31 @@ def test_interrupted_then_resumed_equals_uninterrupted(tmp_path, uninterrupted):
     assert np.array_equal(again.probabilities(), expected.probabilities())
 
 
+def test_compiled_search_moves_lambda_and_its_checkpoint_resumes_uncompiled(tmp_path):
+    """--compile: torch.compile in place, so a checkpoint holds the plain keys and a run can go
+    on without it (compilation alone takes ~30 s here: one short run)."""
+    compiled = tiny_config(epochs=2, compile=True)
+
+    def stop_after_one(record):
+        if record.epoch == 1:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        search(tmp_path, "run", compiled, on_epoch_end=stop_after_one)
+    first = load_schedule(tmp_path / "run" / "schedule.json").probabilities()
+    assert np.abs(first[0] - space.INITIAL_FRACTION).max() > 1e-4  # λ steps ran compiled
+    resumed = search(tmp_path, "run", tiny_config(epochs=2), resume=True)
+    assert resumed.epochs == 2 and np.array_equal(resumed.probabilities()[0], first[0])
+
+
+def test_compile_without_a_cpp_compiler_is_a_one_line_error(monkeypatch):
+    from hbacli import runtime
+
+    monkeypatch.setattr(runtime.shutil, "which", lambda name: None)
+    with pytest.raises(HbaError, match="C\\+\\+ compiler"):
+        runtime.compile_network(torch.nn.Linear(2, 2), torch.device("cpu"))
+
+
 def test_resume_without_a_checkpoint_is_a_one_line_error(tmp_path):
     with pytest.raises(HbaError, match="nothing to resume"):
         search(tmp_path, "run", tiny_config(), resume=True)
