@@ -6,7 +6,8 @@ Images: real 32×32 CIFAR-10 training images from ../shared/datasets/cifar10-jpe
 archive is there, random ones otherwise. Policy: every probability 0.5, every magnitude mid-range.
 The batched policy runs on the CPU (on one intra-op thread, by design: see ``hbacli.policy``)
 with the C kernels (the default) and with the torch kernels (the fallback without a compiler),
-and, when present, on CUDA (synchronised, after warm-up); the PIL loop runs
+and, when present, on CUDA, eager and compiled (synchronised, after warm-up, which includes
+the compilation); the PIL loop runs
 ``policy.augment_pil`` image by image in this one process, as one DataLoader worker would. Each
 figure is the median of ~0.1 s rounds; the load average is printed because these machines are
 shared. The last line is JSON with every figure.
@@ -31,7 +32,7 @@ from hbacli import ops_native, policy, space
 from hbacli.runtime import device_description
 
 KERNEL_NAMES = {"native": "C kernels, the CPU default", "sorted": "torch kernels, the fallback",
-                "masked": "torch kernels"}
+                "masked": "torch kernels", "compiled": "torch.compile, --compile"}
 ARCHIVE = Path(__file__).resolve().parents[2] / "shared" / "datasets" / "cifar10-jpeg.tar.gz"
 
 
@@ -106,7 +107,7 @@ def main() -> None:
     if ops_native.library() is not None:
         runs.insert(0, (torch.device("cpu"), "native"))
     if torch.cuda.is_available():
-        runs.append((torch.device("cuda"), "masked"))
+        runs += [(torch.device("cuda"), "masked"), (torch.device("cuda"), "compiled")]
     load = os.getloadavg()[0]
     pil = pil_rate(images, args.seconds)
     print(f"images: {len(images)} × 32×32 {source}; policy: p = 0.5, mid-range magnitudes; "

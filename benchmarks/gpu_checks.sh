@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Every GPU check of hba in one prepared run on a lent H100, in order of importance:
-#   augment          benchmarks/augment.py: the batched policy on CPU and CUDA, batch 128/1024
+#   augment          benchmarks/augment.py: the batched policy on CPU and CUDA (eager and
+#                    compiled), batch 128/1024
 #   search_compiled  benchmarks/search.py --compile on reduced CIFAR-10 (WRN-40-2, 200 epochs):
 #                    the ≤ 60 s target, and the search/plain ratio (≤ 1.35)
 #   search           the same, eager, 50 epochs: what compilation buys
@@ -47,7 +48,7 @@ wanted() {  # wanted STEP: no steps were named, or this is one of them
     [ ${#named[@]} -eq 0 ] || [[ " ${named[*]} " == *" $1 "* ]]
 }
 cifar=(--dataset reduced-cifar10 --device cuda)
-wanted augment && step augment 60 python3 benchmarks/augment.py --seconds 0.5
+wanted augment && step augment 240 python3 benchmarks/augment.py --seconds 0.5
 wanted search_compiled && step search_compiled 300 python3 benchmarks/search.py "${cifar[@]}" --compile
 wanted search && step search 180 python3 benchmarks/search.py "${cifar[@]}" --epochs 50
 wanted cuda_tests && step cuda_tests 120 python3 -m pytest tests/test_cuda.py -q -p no:cacheprovider

@@ -67,6 +67,7 @@ from rich.table import Table
 from .errors import HbaError
 from .checkpoint import checkpoint_bytes, read_checkpoint
 from .files import atomic_write_bytes, atomic_write_json, atomic_write_text, dataclass_csv_text
+from .policy import default_kernels
 from .presets import EvaluateConfig, dataset_family, lr_factor
 from .replay import ScheduleAugmenter, ScheduleTransform, derive_seed
 from .results import EvaluationProvenance, EvaluationResults, SeedResult, Summary
@@ -423,7 +424,8 @@ class SeedTrainer:
                                    self.device, self.seed, self.ranks, workers)
         augmenter = None
         if policy.schedule is not None:
-            augmenter = ScheduleAugmenter(policy.schedule, cfg.epochs, self.device, rank_seed)
+            augmenter = ScheduleAugmenter(policy.schedule, cfg.epochs, self.device, rank_seed,
+                                          default_kernels(self.device, cfg.compile))
         return DeviceBatches(d.train_images, d.train_labels, cfg.batch_size, self.device,
                              self.seed, self.ranks, augmenter)
 

@@ -64,14 +64,17 @@ class ScheduleAugmenter:
     """The schedule's policy on whole batches of uint8 images on their device.
 
     ``device`` is where the tables and the generator live; ``None`` takes the device of the
-    first batch. The call never synchronises with the host.
+    first batch. ``kernels``: see ``policy.augment_from_uniform`` (None: the device's default).
+    The call never synchronises with the host.
     """
 
-    def __init__(self, schedule: Schedule, epochs: int, device=None, seed: int = 0):
+    def __init__(self, schedule: Schedule, epochs: int, device=None, seed: int = 0,
+                 kernels: str | None = None):
         probabilities, magnitudes = schedule_tables(schedule, epochs)
         self.epochs = epochs
         self.seed = seed
         self.epoch = 0
+        self.kernels = kernels
         self._host_tables = (torch.tensor(probabilities, dtype=torch.float32),
                              torch.tensor(magnitudes, dtype=torch.float32))
         self._device: torch.device | None = None
@@ -98,7 +101,8 @@ class ScheduleAugmenter:
         if self._device is None:
             self._place(images.device)
         probabilities, magnitudes = self.current()
-        return augment_batch(images, probabilities, magnitudes, generator=self._generator)
+        return augment_batch(images, probabilities, magnitudes, generator=self._generator,
+                             kernels=self.kernels)
 
 
 class ScheduleTransform:

@@ -60,7 +60,7 @@ from .checkpoint import checkpoint_bytes, read_checkpoint
 from .files import atomic_write_bytes, atomic_write_json, atomic_write_text, dataclass_csv_text
 from .hyper import to_hypernetwork
 from .nets import MODEL_NAMES, build_model
-from .policy import augment_batch, physical_from_lambda
+from .policy import augment_batch, default_kernels, physical_from_lambda
 from .presets import SearchConfig, lr_factor
 from .runtime import (autocast, compile_network, device_description, memory_format,
                       package_versions, resolve_device, seed_everything)
@@ -156,6 +156,7 @@ class SearchEngine:
         self.hypernet.to(device=device, memory_format=self.memory_format)
         if cfg.compile:
             compile_network(self.hypernet, device)
+        self.kernels = default_kernels(device, cfg.compile)  # the policy's
         self.lam = torch.tensor(space.initial_lambda(), dtype=torch.float32, device=device,
                                 requires_grad=True)
 
@@ -179,7 +180,8 @@ class SearchEngine:
                             generator=self.generator)
         lam_i = self.lam.detach() + self.cfg.sigma * noise
         probabilities, magnitudes = physical_from_lambda(lam_i)
-        x = augment_batch(images, probabilities, magnitudes, generator=self.generator)
+        x = augment_batch(images, probabilities, magnitudes, generator=self.generator,
+                          kernels=self.kernels)
         x = self.pipeline.train(x, generator=self.generator)
         x = x.contiguous(memory_format=self.memory_format)
         self.hypernet.train()

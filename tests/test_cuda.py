@@ -48,11 +48,14 @@ def test_policy_on_cuda_gives_the_cpu_pixels_without_host_sync(cifar_slice):
     on_cpu = policy.augment_from_uniform(x, p, m, u)
     args = [t.to(CUDA) for t in (x, p, m, u)]
     policy.augment_from_uniform(*args)  # first call: lookup tables made on the device
+    compiled = policy.augment_from_uniform(*args, kernels="compiled")  # compiles
     with no_host_sync():
         on_gpu = policy.augment_from_uniform(*args)
         generator = torch.Generator(device=CUDA).manual_seed(0)
         seeded = policy.augment_batch(args[0], args[1], args[2], generator)
+        assert torch.equal(policy.augment_from_uniform(*args, kernels="compiled"), compiled)
     assert on_gpu.device.type == "cuda" and seeded.shape == args[0].shape
+    assert (compiled != on_gpu).flatten(1).any(1).float().mean() <= 0.02
     # CUDA may fuse a multiply-add where the CPU rounds twice: allow rare one-level differences
     diff = (on_gpu.cpu().short() - on_cpu.short()).abs()
     assert (diff > 0).flatten(1).any(1).float().mean() <= 0.02, "images differing"

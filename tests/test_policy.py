@@ -124,7 +124,7 @@ def test_pil_walk_has_the_same_statistics():
 
 
 def test_batched_policy_equals_ops_applied_one_by_one(cifar_slice):
-    """The stage machinery (C, torch sorted and torch masked kernels) against the plain definition:
+    """The stage machinery (C, torch sorted, masked and compiled kernels) against the plain definition:
     for each image, its walk's applied copies through ``ops.apply_op``, signs and centres
     taken from the same uniforms."""
     x = torch.from_numpy(cifar_slice["test_images"][:64]).contiguous()
