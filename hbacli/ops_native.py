@@ -102,6 +102,8 @@ def augment_stages(images: Tensor, ops: Tensor, magnitudes: Tensor, centres: Ten
     magnitudes = magnitudes.to(torch.float32).contiguous()
     centres = centres.to(torch.int64).contiguous()
     n, c, h, w = images.shape
+    if c not in (1, 3):
+        raise ValueError(f"the C kernels take 1 or 3 channels, got {c}")
     if ops.shape != (n, 2) or magnitudes.shape != (n, 2) or centres.shape != (n, 2, 2):
         raise ValueError("ops and magnitudes must be (N, 2) and centres (N, 2, 2)")
     out = torch.empty_like(images)
