@@ -4,7 +4,8 @@ Every op takes uint8 images N×C×H×W (C = 1 or 3; float images in [0, 255] are
 rounded to integers first) on any device and magnitudes (N,) in physical units — already signed
 for the geometric ops — and returns images of the input's dtype and shape on the same device
 (contiguous). There is no loop over images and no host-device synchronisation. The semantics are
-Pillow's, written out in ``ops_pil.py`` with the conventions (directions, ``FILL``).
+Pillow's, written out in ``ops_pil.py`` with the conventions (directions, ``FILL``);
+``ops_native.c`` repeats this file's arithmetic in C for the CPU (same pixels).
 
 The ops fall into four kernel families, so that the policy (``policy.py``) runs all ops of a
 family in one pass with a different op per example (``Family.run``):

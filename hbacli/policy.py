@@ -10,7 +10,7 @@ image with at most two op copies to apply: stage 1 and stage 2. Each stage runs 
 families of ``ops.py`` (affine, lut, blend, fill), each family once with a different op (or
 identity) per example, so the number of kernels is fixed whatever the probabilities.
 
-Three ways to run the stages (``kernels``), all giving bit-identical images
+Four ways to run the stages (``kernels``), all giving bit-identical images
 (``tests/test_policy.py``):
 - "masked" (the CUDA default): every family runs on the whole batch, every op's parameters are
   built for every example and selected with ``torch.where``, non-members get identity
