@@ -65,3 +65,22 @@ def one_torch_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="session")
+def random_policy():
+    """make(n, seed) → per-example probabilities in [0.2, 1) and magnitudes anywhere in their
+    ranges (N, 30), and the policy's uniforms (N, UNIFORMS_PER_IMAGE): a busy, varied walk."""
+    import torch
+
+    from hbacli import policy, space
+
+    def make(n: int, seed: int):
+        rng = np.random.default_rng(seed)
+        p = torch.tensor(rng.uniform(0.2, 1.0, (n, 30)), dtype=torch.float32)
+        m = torch.tensor(np.nan_to_num(space.split_physical(space.lambda_to_physical(
+            rng.normal(0, 2, (n, 54))))[1]), dtype=torch.float32)
+        u = torch.rand(n, policy.UNIFORMS_PER_IMAGE, generator=torch.Generator().manual_seed(seed))
+        return p, m, u
+
+    return make

@@ -8,11 +8,10 @@ from __future__ import annotations
 import math
 from contextlib import contextmanager
 
-import numpy as np
 import pytest
 import torch
 
-from hbacli import policy, space
+from hbacli import policy
 from hbacli.data import BaselinePipeline, load_dataset
 from hbacli.evaluate import run_evaluation
 from hbacli.presets import resolve_evaluate_config, resolve_search_config
@@ -33,18 +32,9 @@ def no_host_sync():
         torch.cuda.set_sync_debug_mode("default")
 
 
-def _random_policy(n: int, seed: int):
-    rng = np.random.default_rng(seed)
-    p = torch.tensor(rng.uniform(0.2, 1.0, (n, 30)), dtype=torch.float32)
-    m = torch.tensor(np.nan_to_num(space.split_physical(space.lambda_to_physical(
-        rng.normal(0, 2, (n, 54))))[1]), dtype=torch.float32)
-    u = torch.rand(n, policy.UNIFORMS_PER_IMAGE, generator=torch.Generator().manual_seed(seed))
-    return p, m, u
-
-
-def test_policy_on_cuda_gives_the_cpu_pixels_without_host_sync(cifar_slice):
+def test_policy_on_cuda_gives_the_cpu_pixels_without_host_sync(cifar_slice, random_policy):
     x = torch.from_numpy(cifar_slice["train_images"][:128]).contiguous()
-    p, m, u = _random_policy(len(x), seed=0)
+    p, m, u = random_policy(len(x), seed=0)
     on_cpu = policy.augment_from_uniform(x, p, m, u)
     args = [t.to(CUDA) for t in (x, p, m, u)]
     policy.augment_from_uniform(*args)  # first call: lookup tables made on the device

@@ -6,11 +6,10 @@ from __future__ import annotations
 
 import shutil
 
-import numpy as np
 import pytest
 import torch
 
-from hbacli import ops_native, policy, space
+from hbacli import ops_native, policy
 
 
 @pytest.fixture
@@ -20,15 +19,6 @@ def fresh_library(monkeypatch, tmp_path):
     ops_native.library.cache_clear()
     yield tmp_path
     ops_native.library.cache_clear()
-
-
-def _random_policy(n: int, seed: int):
-    rng = np.random.default_rng(seed)
-    p = torch.tensor(rng.uniform(0.2, 1.0, (n, 30)), dtype=torch.float32)
-    m = torch.tensor(np.nan_to_num(space.split_physical(space.lambda_to_physical(
-        rng.normal(0, 2, (n, 54))))[1]), dtype=torch.float32)
-    u = torch.rand(n, policy.UNIFORMS_PER_IMAGE, generator=torch.Generator().manual_seed(seed))
-    return p, m, u
 
 
 @pytest.mark.skipif(not any(shutil.which(c) for c in ("cc", "gcc", "clang")),
@@ -46,14 +36,14 @@ def test_built_once_into_the_cache_and_reused(fresh_library):
 
 @pytest.mark.parametrize("shape", [(256, 3, 32, 32), (128, 1, 32, 32), (32, 3, 64, 48),
                                    (64, 3, 7, 5), (64, 1, 3, 3), (64, 3, 2, 2)])
-def test_same_images_as_the_torch_kernels(shape):
+def test_same_images_as_the_torch_kernels(shape, random_policy):
     if ops_native.library() is None:
         pytest.skip("the C kernels could not be built here")
     n = shape[0]
     x = torch.randint(0, 256, shape, dtype=torch.uint8, generator=torch.Generator().manual_seed(n))
     x[: n // 4] = x[: n // 4] // 4 + 100  # low-contrast images: AutoContrast, Equalize stretch
     x[n // 4: n // 4 + 4] = 77  # flat images: the ops' degenerate cases
-    p, m, u = _random_policy(n, seed=shape[2])
+    p, m, u = random_policy(n, seed=shape[2])
     native = policy.augment_from_uniform(x, p, m, u, kernels="native")
     assert torch.equal(native, policy.augment_from_uniform(x, p, m, u, kernels="sorted"))
     assert (native != x).flatten(1).any(1).float().mean() > 0.4  # most images changed
