@@ -42,11 +42,16 @@ def memory_format(device: torch.device) -> torch.memory_format:
     return torch.channels_last if device.type == "cuda" else torch.contiguous_format
 
 
+def has_cpp_compiler() -> bool:
+    """torch.compile builds C++ (CPU kernels, and Triton's launchers on CUDA)."""
+    return any(name and shutil.which(name)
+               for name in (os.environ.get("CXX"), "c++", "g++", "clang++"))
+
+
 def compile_network(module: torch.nn.Module, device: torch.device) -> None:
     """torch.compile ``module`` in place, so its state_dict keys (and checkpoints) stay as they
     are: fused kernels, and on CUDA the forward and backward replayed as CUDA graphs."""
-    compilers = (os.environ.get("CXX"), "c++", "g++", "clang++")
-    if not any(name and shutil.which(name) for name in compilers):
+    if not has_cpp_compiler():
         raise HbaError("--compile needs a C++ compiler (g++ or clang++; or set CXX)")
     module.compile(mode="reduce-overhead" if device.type == "cuda" else None)
 

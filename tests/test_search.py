@@ -15,6 +15,7 @@ from hbacli.cli import app
 from hbacli.checkpoint import config_differences
 from hbacli.errors import HbaError
 from hbacli.presets import STRATEGIES, resolve_search_config
+from hbacli.runtime import has_cpp_compiler
 from hbacli.schedule import load_schedule
 from hbacli.search import (LOG_FIELDS, RESUME_IGNORED_FIELDS, SearchEngine, lr_factor, run_search,
                            top_ops)
@@ -177,6 +178,7 @@ def test_interrupted_then_resumed_equals_uninterrupted(tmp_path, uninterrupted):
     assert np.array_equal(again.probabilities(), expected.probabilities())
 
 
+@pytest.mark.skipif(not has_cpp_compiler(), reason="torch.compile needs a C++ compiler")
 def test_compiled_search_moves_lambda_and_its_checkpoint_resumes_uncompiled(tmp_path):
     """--compile: torch.compile in place, so a checkpoint holds the plain keys and a run can go
     on without it (compilation alone takes ~30 s here: one short run)."""
