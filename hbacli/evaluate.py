@@ -392,7 +392,7 @@ class SeedTrainer:
         self.model = build_model(cfg.model, data.num_classes).to(
             device=device, memory_format=self.memory_format)
         if cfg.compile:
-            compile_network(self.model, device)
+            compile_network(self.model, device, cuda_graphs=not ranks.parallel)
         self.network = self.model
         if ranks.parallel:
             self.network = DistributedDataParallel(

@@ -48,12 +48,16 @@ def has_cpp_compiler() -> bool:
                for name in (os.environ.get("CXX"), "c++", "g++", "clang++"))
 
 
-def compile_network(module: torch.nn.Module, device: torch.device) -> None:
+def compile_network(module: torch.nn.Module, device: torch.device,
+                    cuda_graphs: bool = True) -> None:
     """torch.compile ``module`` in place, so its state_dict keys (and checkpoints) stay as they
-    are: fused kernels, and on CUDA the forward and backward replayed as CUDA graphs."""
+    are: fused kernels, and on CUDA (unless ``cuda_graphs`` is False, as under DDP, whose
+    all-reduces run between backward kernels) the forward and backward replayed as CUDA
+    graphs."""
     if not has_cpp_compiler():
         raise HbaError("--compile needs a C++ compiler (g++ or clang++; or set CXX)")
-    module.compile(mode="reduce-overhead" if device.type == "cuda" else None)
+    graphs = cuda_graphs and device.type == "cuda"
+    module.compile(mode="reduce-overhead" if graphs else None)
 
 
 def seed_everything(seed: int) -> None:
