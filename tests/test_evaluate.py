@@ -19,6 +19,7 @@ from hbacli.evaluate import (LOG_FIELDS, PerImageBatches, Ranks, lr_factor, run_
                              seed_checkpoint_path, torchvision_policy)
 from hbacli.presets import resolve_evaluate_config
 from hbacli.results import EvaluationResults
+from hbacli.runtime import has_cpp_compiler
 from hbacli.schedule import Schedule, save_schedule
 
 
@@ -124,6 +125,14 @@ def test_every_policy_trains_one_epoch(tmp_path, policy):
     seed = results.per_seed[0]
     assert math.isfinite(seed.test_loss) and math.isfinite(seed.train_loss)
     assert 0 <= seed.test_error <= 100 and seed.epochs == 1
+
+
+@pytest.mark.skipif(not has_cpp_compiler(), reason="torch.compile needs a C++ compiler")
+def test_compiled_training_checkpoints_like_uncompiled(tmp_path, cutout_run):
+    """--compile: the same recipe trains, and its checkpoint holds the plain network's keys."""
+    results = evaluate(tmp_path, "run", tiny_config("cutout", seeds=[0], epochs=1, compile=True))
+    assert math.isfinite(results.per_seed[0].test_loss)
+    assert final_weights(tmp_path / "run").keys() == final_weights(cutout_run[0] / "run").keys()
 
 
 def test_torchvision_policies_draw_per_image(cifar_slice):
