@@ -198,17 +198,31 @@ class SearchEngine:
         """Eq. 11: Adam on λ from an unaugmented validation batch at the unperturbed λ."""
         x = self.pipeline.eval(images).contiguous(memory_format=self.memory_format)
         self.hypernet.train(self.cfg.val_bn_mode == "train")
-        with torch.set_grad_enabled(update), autocast(self.device):
-            logits = self.hypernet(x, self.lam)
-            loss = F.cross_entropy(logits, labels)
-        if update:
-            self.adam.zero_grad(set_to_none=True)
-            loss.backward(inputs=[self.lam])  # φ gets no gradient from validation data
-            self.adam.step()
+        # φ frozen: a compiled network then traces a backward for λ alone (on 2 CPU cores,
+        # wrn16_1: 111 → 78 ms per λ step; eager autograd skips φ's gradients anyway)
+        with self._phi_frozen():
+            with torch.set_grad_enabled(update), autocast(self.device):
+                logits = self.hypernet(x, self.lam)
+                loss = F.cross_entropy(logits, labels)
+            if update:
+                self.adam.zero_grad(set_to_none=True)
+                loss.backward(inputs=[self.lam])  # φ gets no gradient from validation data
+                self.adam.step()
         self.hypernet.train()
         self._val_loss_sum += loss.detach() * labels.shape[0]
         self._val_correct += (logits.detach().argmax(dim=1) == labels).sum()
         self._val_count += labels.shape[0]
+
+    @contextlib.contextmanager
+    def _phi_frozen(self):
+        parameters = list(self.hypernet.parameters())
+        for parameter in parameters:
+            parameter.requires_grad_(False)
+        try:
+            yield
+        finally:
+            for parameter in parameters:
+                parameter.requires_grad_(True)
 
     @torch.no_grad()
     def validation_loss(self, lam: torch.Tensor) -> float:

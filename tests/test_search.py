@@ -103,6 +103,22 @@ def test_lambda_steps_lower_the_validation_loss(tmp_path):
     assert engine.validation_loss(engine.lam.detach()) < loss_before
 
 
+def test_lambda_step_leaves_the_hypernetwork_untouched():
+    """The λ step gives φ no gradient and no update, and φ trains again afterwards."""
+    from hbacli.data import load_dataset
+
+    cfg = tiny_config()
+    splits = load_dataset(cfg.dataset, None, cfg.train_size, cfg.val_size, cfg.split_seed)
+    engine = SearchEngine(cfg, splits, torch.device("cpu"))
+    engine.train_step(*next(iter(engine.train_loader)))
+    before = {name: (p.detach().clone(), p.grad.clone())
+              for name, p in engine.hypernet.named_parameters()}
+    engine.hyper_step(*next(iter(engine.val_loader)))
+    for name, p in engine.hypernet.named_parameters():
+        assert p.requires_grad, name
+        assert torch.equal(p, before[name][0]) and torch.equal(p.grad, before[name][1]), name
+
+
 def test_two_runs_with_one_seed_give_one_schedule_and_another_seed_another(tmp_path):
     cfg = tiny_config(epochs=1, train_size=128)
     first, second = search(tmp_path, "a", cfg), search(tmp_path, "b", cfg)
