@@ -72,8 +72,8 @@ def _default_run_dir(name: str, resume: bool) -> Path:
 
 DEVICE_HELP = "auto (CUDA when available), cpu or cuda."
 COMPILE_FLAG_HELP = ("torch.compile the network (default off): fused kernels, and CUDA graphs on "
-                     "CUDA; the first steps pay the compilation (~40 s for wrn16_1 on a CPU), so "
-                     "it pays off on long runs. Needs a C++ compiler.")
+                     "CUDA; the first run pays the compilation (~45 s for wrn16_1 on a CPU, then "
+                     "cached), so it pays off on long or repeated runs. Needs a C++ compiler.")
 
 
 @app.command()
