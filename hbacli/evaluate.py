@@ -71,8 +71,8 @@ from .policy import default_kernels
 from .presets import EvaluateConfig, dataset_family, lr_factor
 from .replay import ScheduleAugmenter, ScheduleTransform, derive_seed
 from .results import EvaluationProvenance, EvaluationResults, SeedResult, Summary
-from .runtime import (autocast, compile_network, device_description, memory_format,
-                      package_versions, resolve_device)
+from .runtime import (COMPILING_NOTE, autocast, compile_network, device_description,
+                      memory_format, package_versions, resolve_device)
 
 BASELINES = ("none", "cutout", "autoaugment", "randaugment", "trivialaugment")
 TORCHVISION_BASELINES = ("autoaugment", "randaugment", "trivialaugment")
@@ -709,6 +709,8 @@ def _run(cfg, out, run_dir, resume, command_line, progress, replay, workers, on_
             on_epoch_end(seed_records[-1])
 
     with EvaluateProgress(progress, cfg.epochs * len(cfg.seeds)) as bar:
+        if cfg.compile:
+            bar.print(COMPILING_NOTE)
         for seed in cfg.seeds:
             path = seed_checkpoint_path(run_dir, seed)
             payload = ranks.from_main(lambda: read_seed_checkpoint(path, cfg) if resume else None)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import platform
 import random
@@ -48,6 +49,10 @@ def has_cpp_compiler() -> bool:
                for name in (os.environ.get("CXX"), "c++", "g++", "clang++"))
 
 
+COMPILING_NOTE = ("--compile: the first epoch includes compiling the network (about a minute; "
+                  "cached for later runs)")
+
+
 def compile_network(module: torch.nn.Module, device: torch.device,
                     cuda_graphs: bool = True) -> None:
     """torch.compile ``module`` in place, so its state_dict keys (and checkpoints) stay as they
@@ -57,6 +62,9 @@ def compile_network(module: torch.nn.Module, device: torch.device,
     if not has_cpp_compiler():
         raise HbaError("--compile needs a C++ compiler (g++ or clang++; or set CXX)")
     graphs = cuda_graphs and device.type == "cuda"
+    # torch's C++ builder warns "No CUDA runtime is found" on CPU-only machines: true, and no
+    # concern of a CPU compile
+    logging.getLogger("torch.utils.cpp_extension").setLevel(logging.ERROR)
     module.compile(mode="reduce-overhead" if graphs else None)
 
 

@@ -62,8 +62,8 @@ from .hyper import to_hypernetwork
 from .nets import MODEL_NAMES, build_model
 from .policy import augment_batch, default_kernels, physical_from_lambda
 from .presets import SearchConfig, lr_factor
-from .runtime import (autocast, compile_network, device_description, memory_format,
-                      package_versions, resolve_device, seed_everything)
+from .runtime import (COMPILING_NOTE, autocast, compile_network, device_description,
+                      memory_format, package_versions, resolve_device, seed_everything)
 from .schedule import Provenance, Schedule, save_schedule
 
 CHECKPOINT_FORMAT = "hba-search-checkpoint"
@@ -600,11 +600,14 @@ def run_search(cfg: SearchConfig, out: Path, run_dir: Path, resume: bool = False
         with SearchProgress(progress, cfg.epochs, run.state.epochs_done, run.engine.rounds) as bar:
             if payload is not None:
                 bar.print(f"resuming {run_dir} after epoch {run.state.epochs_done}/{cfg.epochs}")
+            if cfg.compile:
+                bar.print(COMPILING_NOTE)
             run.run_epochs(bar, on_epoch_end)
         run.state.elapsed_seconds = run.elapsed()
         schedule = run.schedule()
         save_schedule(schedule, out)
         save_schedule(schedule, run_dir / SCHEDULE_NAME)
-    bar.print(f"schedule written to {out} ({run.state.epochs_done} epochs, search time "
+    epochs = f"{run.state.epochs_done} epoch{'s' * (run.state.epochs_done != 1)}"
+    bar.print(f"schedule written to {out} ({epochs}, search time "
               f"{_format_duration(run.state.elapsed_seconds)}; run files in {run_dir})")
     return schedule
