@@ -51,5 +51,5 @@ cifar=(--dataset reduced-cifar10 --device cuda)
 wanted augment && step augment 240 python3 benchmarks/augment.py --seconds 0.5
 wanted search_compiled && step search_compiled 300 python3 benchmarks/search.py "${cifar[@]}" --compile
 wanted search && step search 180 python3 benchmarks/search.py "${cifar[@]}" --epochs 50
-wanted cuda_tests && step cuda_tests 120 python3 -m pytest tests/test_cuda.py -q -p no:cacheprovider
+wanted cuda_tests && step cuda_tests 240 python3 -m pytest tests/test_cuda.py -q -p no:cacheprovider
 cat "$out/summary.txt"
