@@ -27,6 +27,14 @@ typedef struct {
     int c, h, w, fill;
 } Shape;
 
+/* Scratch space for one image, allocated once per call. */
+typedef struct {
+    uint8_t *image;                   /* C×H×W bytes */
+    float *degenerate;                /* H×W floats: one plane of ImageEnhance's degenerate */
+    uint8_t smooth[13 * 255 + 1];     /* SMOOTH's rounded value for each 3×3 weighted sum */
+    int smooth_ready;
+} Work;
+
 static int64_t floor_div(int64_t a, int64_t b) {
     int64_t q = a / b;
     return (a % b != 0 && ((a < 0) != (b < 0))) ? q - 1 : q;
@@ -48,7 +56,7 @@ static void affine_matrix(int op, double m, const Shape *s, double a[6]) {
     } else {
         const double deg_to_rad = 0.017453292519943295769236907684886127134428718885417;
         double turned = fmod(m, 360.0);  /* torch.remainder: the sign of the divisor */
-        if (turned != 0.0 && turned < 0.0) turned += 360.0;
+        if (turned < 0.0) turned += 360.0;
         double angle = -(turned * deg_to_rad);
         double cos_a = nearbyint(cos(angle) * 1e15) / 1e15;  /* torch.round(decimals=15) */
         double sin_a = nearbyint(sin(angle) * 1e15) / 1e15;
@@ -80,14 +88,6 @@ static void affine(const uint8_t *src, uint8_t *dst, const Shape *s, const doubl
 }
 
 /* ------------------------------------------------------------------------------------- lut */
-
-/* Scratch space for one image, allocated once per call. */
-typedef struct {
-    uint8_t *image;                   /* C×H×W bytes */
-    float *degenerate;                /* H×W floats: one plane of ImageEnhance's degenerate */
-    uint8_t smooth[13 * 255 + 1];     /* SMOOTH's rounded value for each 3×3 weighted sum */
-    int smooth_ready;
-} Work;
 
 static void lowest_highest(const uint8_t *plane, int size, int *low, int *high) {
     uint8_t lo = 255, hi = 0;
