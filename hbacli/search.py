@@ -157,6 +157,7 @@ class SearchEngine:
         if cfg.compile:
             compile_network(self.hypernet, device)
         self.kernels = default_kernels(device, cfg.compile)  # the policy's
+        self._phi = list(self.hypernet.parameters())  # frozen during each λ step
         self.lam = torch.tensor(space.initial_lambda(), dtype=torch.float32, device=device,
                                 requires_grad=True)
 
@@ -215,13 +216,12 @@ class SearchEngine:
 
     @contextlib.contextmanager
     def _phi_frozen(self):
-        parameters = list(self.hypernet.parameters())
-        for parameter in parameters:
+        for parameter in self._phi:
             parameter.requires_grad_(False)
         try:
             yield
         finally:
-            for parameter in parameters:
+            for parameter in self._phi:
                 parameter.requires_grad_(True)
 
     @torch.no_grad()
