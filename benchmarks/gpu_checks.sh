@@ -6,6 +6,9 @@
 #                    the ≤ 60 s target, and the search/plain ratio (≤ 1.35)
 #   search           the same, eager, 50 epochs: what compilation buys
 #   cuda_tests       tests/test_cuda.py: CPU-equal pixels, no host syncs, bf16, channels_last
+#   quality          benchmarks/quality.py on reduced CIFAR-10 (WRN-40-2): is a destructive op
+#                    pushed down, do the two copies of an op agree (3 seeds; searches cut to
+#                    20/50 epochs to fit; the accuracy check needs ~30 GPU-minutes: not here)
 # Each step has its own time limit; name steps to run only those (the device tool allows one
 # 10-minute command per call and 15 minutes in all): bash benchmarks/gpu_checks.sh augment search
 #
@@ -52,4 +55,6 @@ wanted augment && step augment 240 python3 benchmarks/augment.py --seconds 0.5
 wanted search_compiled && step search_compiled 300 python3 benchmarks/search.py "${cifar[@]}" --compile
 wanted search && step search 180 python3 benchmarks/search.py "${cifar[@]}" --epochs 50
 wanted cuda_tests && step cuda_tests 240 python3 -m pytest tests/test_cuda.py -q -p no:cacheprovider
+wanted quality && step quality 300 python3 benchmarks/quality.py "${cifar[@]}" --jobs 1 \
+    --harm-epochs 20 --search-epochs 50 --skip-accuracy --out "$out/quality"
 cat "$out/summary.txt"

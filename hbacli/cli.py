@@ -70,6 +70,9 @@ def _default_run_dir(name: str, resume: bool) -> Path:
     return Path("runs") / f"{name}-{time.strftime('%Y%m%d-%H%M%S')}"
 
 
+FLIP_FLAG_HELP = ("Random horizontal flip in the baseline pipeline (default: the dataset's: on "
+                  "for CIFAR, ImageNet and imagefolder, off for SVHN and digits). Your call for "
+                  "your own data: off where mirror images mean something else.")
 DEVICE_HELP = "auto (CUDA when available), cpu or cuda."
 COMPILE_FLAG_HELP = ("torch.compile the network (default off): fused kernels, and CUDA graphs on "
                      "CUDA; the first run pays the compilation (~45 s for wrn16_1 on a CPU, then "
@@ -115,6 +118,15 @@ def search(
     val_bn_mode: Optional[str] = typer.Option(None, help="BatchNorm mode on the λ step: eval "
                                               "(running statistics; default, as Self-Tuning "
                                               "Networks' code) or train (batch statistics)."),
+    hyper_input: Optional[str] = typer.Option(None, help="What the hyper-layers are fed: "
+                                              "centred (λ − λ0, default) or raw (λ, the paper's "
+                                              "literal form); the same function family."),
+    init: Optional[Path] = typer.Option(None, help="Warm start: λ starts from this schedule's "
+                                        "values (continue a search, or start from a policy you "
+                                        "trust)."),
+    init_epoch: Optional[int] = typer.Option(None, help="Which epoch of --init to start from "
+                                             "(0-based, default 0)."),
+    flip: Optional[bool] = typer.Option(None, "--flip/--no-flip", help=FLIP_FLAG_HELP),
     device: Optional[str] = typer.Option(None, help=DEVICE_HELP),
     compile: Optional[bool] = typer.Option(None, "--compile/--no-compile", help=COMPILE_FLAG_HELP),
     config: Optional[Path] = typer.Option(None, help="YAML or JSON file of settings (any field "
@@ -134,7 +146,9 @@ def search(
         strategy=strategy, epochs=epochs, batch_size=batch_size, train_size=train_size,
         val_size=val_size, seed=seed, lr=lr, lr_schedule=lr_schedule, weight_decay=weight_decay,
         hyper_lr=hyper_lr, sigma=sigma, train_steps=train_steps, val_steps=val_steps,
-        warmup_epochs=warmup_epochs, val_bn_mode=val_bn_mode, device=device, compile=compile,
+        warmup_epochs=warmup_epochs, val_bn_mode=val_bn_mode, hyper_input=hyper_input,
+        init=None if init is None else str(init), init_epoch=init_epoch, flip=flip,
+        device=device, compile=compile,
     )
     run_dir = run_dir or _default_run_dir(f"search-{cfg.dataset}", resume)
     run_search(cfg, out=out, run_dir=run_dir, resume=resume, command_line=_command_line())
@@ -157,6 +171,7 @@ def evaluate(
     train_size: Optional[int] = typer.Option(None, help="Training images (default: dataset's)."),
     seeds: str = typer.Option("0", help="Comma-separated seeds, one trained model each, e.g. "
                               "0,1,2,3,4; results report mean ± std."),
+    flip: Optional[bool] = typer.Option(None, "--flip/--no-flip", help=FLIP_FLAG_HELP),
     device: Optional[str] = typer.Option(None, help=DEVICE_HELP),
     compile: Optional[bool] = typer.Option(None, "--compile/--no-compile", help=COMPILE_FLAG_HELP),
     config: Optional[Path] = typer.Option(None, help="YAML or JSON file of settings; flags "
@@ -176,7 +191,8 @@ def evaluate(
     cfg = resolve_evaluate_config(
         policy, dataset, model, config, data_dir=None if data_dir is None else str(data_dir),
         epochs=epochs, batch_size=batch_size, lr=lr, weight_decay=weight_decay,
-        train_size=train_size, seeds=_parse_seeds(seeds), device=device, compile=compile,
+        train_size=train_size, seeds=_parse_seeds(seeds), flip=flip, device=device,
+        compile=compile,
     )
     tag = Path(policy).stem if policy not in BASELINES else policy
     run_dir = run_dir or _default_run_dir(f"evaluate-{cfg.dataset}-{cfg.model}-{tag}", resume)

@@ -16,6 +16,7 @@ import functools
 import hashlib
 import math
 import os
+from dataclasses import dataclass
 from typing import Iterator, Optional, Sequence
 
 import numpy as np
@@ -24,6 +25,7 @@ import torch.nn.functional as F
 
 from .datasets import STREAM_SIDE, ImageSplits, load_dataset
 from .errors import HbaError
+from .space import FILL
 
 __all__ = ["ImageSplits", "load_dataset", "DeviceLoader", "StreamingLoader", "make_loader",
            "BaselinePipeline", "FAMILIES"]
@@ -245,10 +247,12 @@ def random_crop(x: torch.Tensor, pad: int, generator: MaybeGenerator = None) -> 
     return windows[torch.arange(n, device=x.device), top, left]
 
 
-def cutout(x: torch.Tensor, size: int, generator: MaybeGenerator = None) -> torch.Tensor:
-    """Zero a size×size square per image, centred anywhere on it and clipped at the borders.
+def cutout(x: torch.Tensor, size: int, generator: MaybeGenerator = None,
+           fill: torch.Tensor | None = None) -> torch.Tensor:
+    """Paint a size×size square per image, centred anywhere on it and clipped at the borders.
 
-    Zero after standardisation is the dataset mean (DeVries & Taylor; PBA).
+    ``fill``: per-channel values (C,); None paints zero, the dataset mean after
+    standardisation (DeVries & Taylor). The baseline pipeline passes grey 128 standardised.
     """
     if size <= 0:
         return x
@@ -260,7 +264,9 @@ def cutout(x: torch.Tensor, size: int, generator: MaybeGenerator = None) -> torc
     in_rows = (r >= top[:, None]) & (r < top[:, None] + size)
     in_cols = (c >= left[:, None]) & (c < left[:, None] + size)
     hole = in_rows[:, :, None] & in_cols[:, None, :]
-    return x.masked_fill(hole[:, None], 0.0)
+    if fill is None:
+        return x.masked_fill(hole[:, None], 0.0)
+    return torch.where(hole[:, None], fill.to(x.dtype).view(1, -1, 1, 1), x)
 
 
 def random_resized_crop(x: torch.Tensor, out_size: int, generator: MaybeGenerator = None,
@@ -335,25 +341,55 @@ def pca_lighting(x: torch.Tensor, alpha_std: float = 0.1,
     return x + shift[:, :, None, None]
 
 
+@dataclass(frozen=True)
+class FamilyPipeline:
+    """The baseline pipeline of one dataset family at 32×32 (pad and Cutout scale with side/32)."""
+
+    flip: bool          # random horizontal flip by default (``flip`` config field overrides)
+    pad_at_32: int      # zero padding of the random crop; 0: no crop
+    cutout_at_32: int   # side of the baseline Cutout square
+
+
+# The one table of the families' baseline pipelines (paper §4.2). Digits are not mirror-
+# invariant (a flipped 2, 3, 5 or 7 is no digit) and fill most of the frame: no flip, as SVHN,
+# and Cutout 8, which hides a stroke, not half the digit. ImageNet's crop is its own (random-
+# resized), so its pad and Cutout are unused.
+FAMILY_PIPELINES: dict[str, FamilyPipeline] = {
+    "cifar": FamilyPipeline(flip=True, pad_at_32=4, cutout_at_32=16),
+    "svhn": FamilyPipeline(flip=False, pad_at_32=0, cutout_at_32=20),
+    "imagenet": FamilyPipeline(flip=True, pad_at_32=0, cutout_at_32=0),
+    "digits": FamilyPipeline(flip=False, pad_at_32=4, cutout_at_32=8),
+    "imagefolder": FamilyPipeline(flip=True, pad_at_32=4, cutout_at_32=16),
+}
+FAMILIES = tuple(FAMILY_PIPELINES)
+
+
 class BaselinePipeline:
     """Everything after the policy (paper §4.2), uint8 in, standardised float32 out.
 
     cifar: standardise → flip → zero-pad-4 random crop → Cutout 16. svhn: standardise →
     Cutout 20. imagenet: random-resized-crop → flip → colour jitter → PCA lighting →
-    standardise. digits and imagefolder: as cifar with pad and Cutout scaled by side/32.
+    standardise. digits: standardise → pad-4 crop → Cutout 8; imagefolder: as cifar; pad and
+    Cutout scale by side/32 (``FAMILY_PIPELINES``). ``flip`` None takes the family's default.
     cutout=False drops Cutout. Images of side > 64 in the imagenet family (streamed 256²)
     come out at 7/8 of their side (224), smaller ones keep their size (reduced ImageNet: 32).
+
+    Fill: Cutout paints grey ``space.FILL`` (128), the policy's fill for exposed pixels and
+    its own Cutout, so every fill in hba follows one rule (see ``space.FILL``).
     """
 
-    _PAD_AT_32 = {"cifar": 4, "digits": 4, "imagefolder": 4}
-    _CUTOUT_AT_32 = {"cifar": 16, "digits": 16, "imagefolder": 16, "svhn": 20}
-
-    def __init__(self, family: str, mean, std, cutout: bool = True):
-        if family not in FAMILIES:
+    def __init__(self, family: str, mean, std, cutout: bool = True, flip: bool | None = None):
+        if family not in FAMILY_PIPELINES:
             raise HbaError(f"unknown dataset family '{family}' (known: {', '.join(FAMILIES)})")
         self.family, self.cutout = family, cutout
+        self.recipe = FAMILY_PIPELINES[family]
+        self.flip = self.recipe.flip if flip is None else flip
         self.mean = tuple(float(m) for m in mean)
         self.std = tuple(float(s) for s in std)
+        # What a grey-FILL pixel becomes after standardise(), computed by standardise itself
+        # so a painted pixel equals a grey image pixel bit for bit.
+        grey = torch.full((1, len(self.mean), 1, 1), FILL, dtype=torch.uint8)
+        self.fill = tuple(standardise(grey, *self._stats(torch.device("cpu"))).flatten().tolist())
 
     def _stats(self, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
         return _constant(self.mean, device), _constant(self.std, device)
@@ -363,8 +399,9 @@ class BaselinePipeline:
         """ImageNet-family crop size: 224 for 256² streamed images, unchanged for ≤ 64."""
         return side * 7 // 8 if side > 64 else side
 
-    def _scaled(self, table: dict[str, int], h: int, w: int) -> int:
-        return round(table[self.family] * min(h, w) / 32)
+    @staticmethod
+    def _scaled(size_at_32: int, h: int, w: int) -> int:
+        return round(size_at_32 * min(h, w) / 32)
 
     def train(self, images_uint8: torch.Tensor, generator: MaybeGenerator = None) -> torch.Tensor:
         mean, std = self._stats(images_uint8.device)
@@ -372,16 +409,18 @@ class BaselinePipeline:
         if self.family == "imagenet":
             x = images_uint8.float() / 255.0
             x = random_resized_crop(x, self.output_side(min(h, w)), generator)
-            x = random_flip(x, generator)
+            if self.flip:
+                x = random_flip(x, generator)
             x = colour_jitter(x, 0.4, generator)
             x = pca_lighting(x, 0.1, generator)
             return standardise(x, mean, std)
         x = standardise(images_uint8, mean, std)
-        if self.family != "svhn":
+        if self.flip:
             x = random_flip(x, generator)
-            x = random_crop(x, self._scaled(self._PAD_AT_32, h, w), generator)
+        x = random_crop(x, self._scaled(self.recipe.pad_at_32, h, w), generator)
         if self.cutout:
-            x = cutout(x, self._scaled(self._CUTOUT_AT_32, h, w), generator)
+            x = cutout(x, self._scaled(self.recipe.cutout_at_32, h, w), generator,
+                       fill=_constant(self.fill, x.device))
         return x
 
     def eval(self, images_uint8: torch.Tensor) -> torch.Tensor:

@@ -408,7 +408,8 @@ class SeedTrainer:
         steps = self.steps_per_epoch
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(
             self.optimizer, lambda step: lr_factor(step, cfg, steps))
-        self.pipeline = BaselinePipeline(data.family, data.mean, data.std, cutout=policy.cutout)
+        self.pipeline = BaselinePipeline(data.family, data.mean, data.std, cutout=policy.cutout,
+                                         flip=cfg.flip)
         self.generator = torch.Generator(device=device)   # the baseline pipeline's
 
     def _batches(self, policy: Policy, replay: ReplayMode, workers: int):

@@ -48,12 +48,12 @@ class HyperLayer(nn.Module):
     """
 
     def _init_hyper(self, units: int, num_hyperparameters: int, has_bias: bool,
-                    like: Tensor) -> None:
+                    like: Tensor, v_init_std: float = V_INIT_STD) -> None:
         if num_hyperparameters < 1:
             raise HbaError(f"a hyper-layer needs at least one hyperparameter, got "
                            f"{num_hyperparameters}")
         self.num_hyperparameters = num_hyperparameters
-        std = V_INIT_STD / math.sqrt(num_hyperparameters)
+        std = v_init_std / math.sqrt(num_hyperparameters)
 
         def small_normal() -> nn.Parameter:
             shape = (units, num_hyperparameters)
@@ -104,7 +104,7 @@ def _per_example(scale: Tensor, like: Tensor, unit_dim: int = 1) -> Tensor:
 class HyperConv2d(HyperLayer):
     """Conv2d with θ = φ0 + diag(φV λ) φU per output filter; built from a plain Conv2d."""
 
-    def __init__(self, conv: nn.Conv2d, num_hyperparameters: int):
+    def __init__(self, conv: nn.Conv2d, num_hyperparameters: int, v_init_std: float = V_INIT_STD):
         super().__init__()
         self.in_channels, self.out_channels = conv.in_channels, conv.out_channels
         self.kernel_size, self.stride, self.padding = conv.kernel_size, conv.stride, conv.padding
@@ -117,7 +117,7 @@ class HyperConv2d(HyperLayer):
         self.weight_u = _default_uniform(conv.weight, fan_in)
         self.bias_u = None if conv.bias is None else _default_uniform(conv.bias, fan_in)
         self._init_hyper(self.out_channels, num_hyperparameters, conv.bias is not None,
-                         conv.weight)
+                         conv.weight, v_init_std)
 
     def _conv(self, x: Tensor, weight: Tensor, bias: Tensor | None) -> Tensor:
         if self.padding_mode != "zeros":
@@ -145,7 +145,8 @@ class HyperConv2d(HyperLayer):
 class HyperLinear(HyperLayer):
     """Linear with W = φ0 + diag(φV λ) φU per output unit; built from a plain Linear."""
 
-    def __init__(self, linear: nn.Linear, num_hyperparameters: int):
+    def __init__(self, linear: nn.Linear, num_hyperparameters: int,
+                 v_init_std: float = V_INIT_STD):
         super().__init__()
         self.in_features, self.out_features = linear.in_features, linear.out_features
         self.weight = _copy(linear.weight)
@@ -154,7 +155,7 @@ class HyperLinear(HyperLayer):
         self.bias_u = None if linear.bias is None else _default_uniform(linear.bias,
                                                                         self.in_features)
         self._init_hyper(self.out_features, num_hyperparameters, linear.bias is not None,
-                         linear.weight)
+                         linear.weight, v_init_std)
 
     def forward(self, x: Tensor) -> Tensor:
         weight_scale, bias_scale = self._scales()
@@ -180,7 +181,8 @@ class HyperBatchNorm2d(HyperLayer):
     Parameter and buffer names match nn.BatchNorm2d (weight = γ0, bias = β0, running_*).
     """
 
-    def __init__(self, bn: nn.BatchNorm2d, num_hyperparameters: int):
+    def __init__(self, bn: nn.BatchNorm2d, num_hyperparameters: int,
+                 v_init_std: float = V_INIT_STD):
         super().__init__()
         if not bn.affine:
             raise HbaError("HyperBatchNorm2d needs an affine BatchNorm2d (affine=True)")
@@ -193,7 +195,7 @@ class HyperBatchNorm2d(HyperLayer):
             self.register_buffer(name, None if buffer is None else buffer.detach().clone())
         self.weight_u = nn.Parameter(torch.ones_like(bn.weight))
         self.bias_u = nn.Parameter(torch.ones_like(bn.bias))
-        self._init_hyper(self.num_features, num_hyperparameters, True, bn.weight)
+        self._init_hyper(self.num_features, num_hyperparameters, True, bn.weight, v_init_std)
 
     def _normalise(self, x: Tensor) -> Tensor:
         """nn.BatchNorm2d's forward without the affine part (same statistics, same updates)."""
@@ -302,7 +304,8 @@ def _replace_modules(root: nn.Module, replacements: dict[int, nn.Module]) -> nn.
     return root
 
 
-def to_hypernetwork(model: nn.Module, strategy: str, num_hyperparameters: int) -> "HyperNetwork":
+def to_hypernetwork(model: nn.Module, strategy: str, num_hyperparameters: int,
+                    v_init_std: float = V_INIT_STD) -> "HyperNetwork":
     """The hypernetwork of `model` under a weight-sharing strategy, for |λ| = num_hyperparameters.
 
     Works on any nn.Module: the layers that `select_layers` picks are replaced by hyper-layers
@@ -321,7 +324,7 @@ def to_hypernetwork(model: nn.Module, strategy: str, num_hyperparameters: int) -
     model = copy.deepcopy(model)
     modules = dict(model.named_modules())
     replacements = {id(modules[name]): _HYPER_CLASS[_kind(modules[name])](
-        modules[name], num_hyperparameters) for name in names}
+        modules[name], num_hyperparameters, v_init_std) for name in names}
     model = _replace_modules(model, replacements)
     return HyperNetwork(model, names, num_hyperparameters, strategy)
 

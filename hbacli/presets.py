@@ -21,10 +21,13 @@ Strategy = Literal["conv+bn", "conv", "bn", "1st-conv", "1st-bn"]
 STRATEGIES: tuple[str, ...] = ("conv+bn", "conv", "bn", "1st-conv", "1st-bn")
 LrSchedule = Literal["cosine", "step", "constant"]
 Device = Literal["auto", "cpu", "cuda"]
+HyperInput = Literal["centred", "raw"]
 
 
 COMPILE_HELP = ("torch.compile the network: fused kernels, and on CUDA its forward and backward "
                 "replayed as CUDA graphs (mode reduce-overhead); the first steps pay the compilation")
+FLIP_HELP = ("random horizontal flip in the baseline pipeline (None: the dataset family's "
+             "default: on for CIFAR, ImageNet and imagefolder, off for SVHN and digits)")
 
 
 class _Config(BaseModel):
@@ -57,6 +60,16 @@ class SearchConfig(_Config):
     val_bn_mode: Literal["eval", "train"] = Field(
         "eval", description="BatchNorm mode on the λ step (STN's code: eval)"
     )
+    hyper_input: HyperInput = Field(
+        "centred", description="what the hyper-layers see: centred = λ − λ0 (λ0: the starting "
+        "λ), raw = λ itself (the paper's literal form); the same family of functions")
+    hyper_v_init: float = Field(0.01, ge=0, description="φV ~ N(0, (hyper_v_init/√|λ|)²) at "
+                                "the start; 0: the hyper-layers start exactly at φ0 and learn "
+                                "from the perturbed training examples which way λ matters")
+    init: str | None = Field(None, description="schedule file whose values λ starts from "
+                             "(None: every hyperparameter at 0.95·lo + 0.05·hi)")
+    init_epoch: int = Field(0, ge=0, description="which epoch of the init schedule (0-based)")
+    flip: bool | None = Field(None, description=FLIP_HELP)
     seed: int = 0
     device: Device = "auto"
     compile: bool = Field(False, description=COMPILE_HELP)
@@ -89,6 +102,7 @@ class EvaluateConfig(_Config):
     nesterov: bool = True
     weight_decay: float = Field(ge=0)
     seeds: list[int] = Field(default_factory=lambda: [0], min_length=1)
+    flip: bool | None = Field(None, description=FLIP_HELP)
     device: Device = "auto"
     compile: bool = Field(False, description=COMPILE_HELP)
 

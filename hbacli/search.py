@@ -67,7 +67,7 @@ from .runtime import (COMPILING_NOTE, autocast, compile_network, device_descript
 from .schedule import Provenance, Schedule, save_schedule
 
 CHECKPOINT_FORMAT = "hba-search-checkpoint"
-CHECKPOINT_VERSION = 1
+CHECKPOINT_VERSION = 2   # 2: λ0 saved; schedule entry e = λ at the start of epoch e
 CHECKPOINT_NAME = "checkpoint.pt"
 SCHEDULE_NAME = "schedule.json"
 CONFIG_NAME = "config.json"
@@ -94,6 +94,28 @@ def rounds_per_epoch(train_batches: int, val_batches: int, cfg: SearchConfig) ->
             f"batch size {cfg.batch_size} is larger than the validation data "
             "(lower --batch-size or raise --val-size)")
     return train_batches // cfg.train_steps
+
+
+# A warm start's values are kept this far inside their ranges (a fraction of the range): a
+# probability of exactly 0 or 1 would put λ at ±∞, where it could never move; at ±6.9 logits
+# Adam (α' = 0.03) brings it back into play within a few hundred λ steps.
+INIT_FRACTION_MARGIN = 1e-3
+
+
+def starting_lambda(cfg: SearchConfig) -> np.ndarray:
+    """λ0, where the search starts: the paper's initial point (every hyperparameter at
+    0.95·lo + 0.05·hi), or epoch ``init_epoch`` of the schedule ``init`` (a warm start)."""
+    if cfg.init is None:
+        return space.initial_lambda()
+    from .schedule import load_schedule
+
+    schedule = load_schedule(cfg.init)
+    if cfg.init_epoch >= schedule.epochs:
+        raise HbaError(f"--init-epoch {cfg.init_epoch} is past the end of {cfg.init} "
+                       f"({schedule.epochs} epochs: 0..{schedule.epochs - 1})")
+    probabilities, magnitudes = schedule.at_epoch(cfg.init_epoch)
+    return space.physical_to_lambda(space.join_physical(probabilities, magnitudes),
+                                    eps=INIT_FRACTION_MARGIN)
 
 
 def top_ops(probabilities: np.ndarray, k: int = TOP_OPS_SHOWN) -> list[tuple[str, float]]:
@@ -149,17 +171,20 @@ class SearchEngine:
         self.val_loader = make_loader(splits, "val", cfg.batch_size, device, shuffle=True,
                                       drop_last=True, seed=cfg.seed + 1)
         self.steps_per_epoch = self.rounds * cfg.train_steps
-        self.pipeline = BaselinePipeline(splits.family, splits.mean, splits.std, cutout=True)
+        self.pipeline = BaselinePipeline(splits.family, splits.mean, splits.std, cutout=True,
+                                         flip=cfg.flip)
 
         model = build_model(cfg.model, splits.num_classes)
-        self.hypernet = to_hypernetwork(model, cfg.strategy, space.NUM_HYPERPARAMETERS)
+        self.hypernet = to_hypernetwork(model, cfg.strategy, space.NUM_HYPERPARAMETERS,
+                                        cfg.hyper_v_init)
         self.hypernet.to(device=device, memory_format=self.memory_format)
         if cfg.compile:
             compile_network(self.hypernet, device)
         self.kernels = default_kernels(device, cfg.compile)  # the policy's
         self._phi = list(self.hypernet.parameters())  # frozen during each λ step
-        self.lam = torch.tensor(space.initial_lambda(), dtype=torch.float32, device=device,
-                                requires_grad=True)
+        # λ0: the search's starting point, and the origin the hyper-layers see λ from.
+        self.lam_origin = torch.tensor(starting_lambda(cfg), dtype=torch.float32, device=device)
+        self.lam = self.lam_origin.clone().requires_grad_(True)
 
         self.sgd = torch.optim.SGD(self.hypernet.parameters(), lr=cfg.lr, momentum=cfg.momentum,
                                    nesterov=cfg.nesterov and cfg.momentum > 0,
@@ -175,6 +200,20 @@ class SearchEngine:
 
     # -- the two steps ----------------------------------------------------------------------
 
+    def hyper_input(self, lam: torch.Tensor) -> torch.Tensor:
+        """What the hyper-layers are fed for λ: λ − λ0 (``centred``) or λ (``raw``).
+
+        The family of functions is the same: φ0 + diag(φV(λ − λ0))φU = [φ0 − diag(φV λ0)φU] +
+        diag(φV λ)φU. Only the geometry of the optimisation differs. Fed raw logits (all ≈
+        −2.94 at the start), φV learns a large component along the all-ones direction, the
+        mean of λ becomes a global knob on the hyper-BN's γ and β, and the λ gradient then
+        moves all 54 coordinates together (measured on digits: cosine −0.84 to −0.90 with the
+        all-ones vector, every probability rising, a destructive op included). Centred, the
+        hyper-layers start exactly at φ0 for the unperturbed λ and learn only from how the
+        examples' λ_i differ from it.
+        """
+        return lam - self.lam_origin if self.cfg.hyper_input == "centred" else lam
+
     def train_step(self, images: torch.Tensor, labels: torch.Tensor) -> None:
         """Eq. 13: SGD on φ with per-example λ_i = λ + ε_i driving augmentation and network."""
         noise = torch.randn(images.shape[0], space.NUM_HYPERPARAMETERS, device=self.device,
@@ -187,7 +226,7 @@ class SearchEngine:
         x = x.contiguous(memory_format=self.memory_format)
         self.hypernet.train()
         with autocast(self.device):
-            loss = F.cross_entropy(self.hypernet(x, lam_i), labels)
+            loss = F.cross_entropy(self.hypernet(x, self.hyper_input(lam_i)), labels)
         self.sgd.zero_grad(set_to_none=True)
         loss.backward()
         self.sgd.step()
@@ -203,7 +242,7 @@ class SearchEngine:
         # wrn16_1: 111 → 78 ms per λ step; eager autograd skips φ's gradients anyway)
         with self._phi_frozen():
             with torch.set_grad_enabled(update), autocast(self.device):
-                logits = self.hypernet(x, self.lam)
+                logits = self.hypernet(x, self.hyper_input(self.lam))
                 loss = F.cross_entropy(logits, labels)
             if update:
                 self.adam.zero_grad(set_to_none=True)
@@ -233,7 +272,8 @@ class SearchEngine:
         for images, labels in self.val_loader:
             x = self.pipeline.eval(images).contiguous(memory_format=self.memory_format)
             with autocast(self.device):
-                total += F.cross_entropy(self.hypernet(x, lam), labels, reduction="sum")
+                total += F.cross_entropy(self.hypernet(x, self.hyper_input(lam)), labels,
+                                         reduction="sum")
             count += labels.shape[0]
         self.hypernet.train()
         return float(total) / count
@@ -296,6 +336,7 @@ class SearchEngine:
         return {
             "hypernetwork": self.hypernet.state_dict(),
             "lam": self.lam.detach(),
+            "lam_origin": self.lam_origin,
             "sgd": self.sgd.state_dict(),
             "adam": self.adam.state_dict(),
             "lr_scheduler": self.lr_scheduler.state_dict(),
@@ -308,6 +349,7 @@ class SearchEngine:
         self.hypernet.load_state_dict(state["hypernetwork"])
         with torch.no_grad():
             self.lam.copy_(state["lam"])
+            self.lam_origin.copy_(state["lam_origin"])
         self.sgd.load_state_dict(state["sgd"])
         self.adam.load_state_dict(state["adam"])
         self.lr_scheduler.load_state_dict(state["lr_scheduler"])
@@ -346,7 +388,7 @@ class RunState:
     """What survives an interruption besides the engine: completed epochs and their records."""
 
     epochs_done: int = 0
-    probabilities: list[list[float]] = field(default_factory=list)  # per finished epoch, (30,)
+    probabilities: list[list[float]] = field(default_factory=list)  # at each epoch's start, (30,)
     magnitudes: list[list[float]] = field(default_factory=list)     # NaN: probability-only op
     records: list[EpochRecord] = field(default_factory=list)
     elapsed_seconds: float = 0.0
@@ -528,10 +570,11 @@ class SearchRun:
         try:
             for epoch in range(self.state.epochs_done, self.cfg.epochs):
                 bar.start_epoch(epoch)
+                in_effect = self.engine.physical()   # entry `epoch` of the schedule
                 started = time.perf_counter()
                 metrics = self.engine.run_epoch(epoch, on_round=bar.advance_round)
                 self._epoch_seconds.append(time.perf_counter() - started)
-                record = self._finish_epoch(epoch, metrics)
+                record = self._finish_epoch(epoch, metrics, in_effect)
                 writer.submit(self._epoch_files())
                 bar.end_epoch(record)
                 if on_epoch_end is not None:
@@ -540,9 +583,12 @@ class SearchRun:
         finally:
             writer.close()
 
-    def _finish_epoch(self, epoch: int, metrics: EpochMetrics) -> EpochRecord:
-        """Append this epoch's λ (physical) and log record to the run state."""
-        probabilities, magnitudes = self.engine.physical()
+    def _finish_epoch(self, epoch: int, metrics: EpochMetrics,
+                      in_effect: tuple[np.ndarray, np.ndarray]) -> EpochRecord:
+        """Append the λ in effect during this epoch (physical, as at its start) and the log
+        record (whose top ops are λ's at the epoch's end: where the search stands now)."""
+        probabilities, magnitudes = in_effect
+        now, _ = self.engine.physical()
         seconds = self._epoch_seconds[-1]
         record = EpochRecord(
             epoch=epoch + 1, train_loss=metrics.train_loss, val_loss=metrics.val_loss,
@@ -550,7 +596,7 @@ class SearchRun:
             images_per_second=metrics.train_images / seconds, lr=self.engine.lr,
             elapsed_seconds=self.elapsed(),
             eta_seconds=float(np.mean(self._epoch_seconds)) * (self.cfg.epochs - epoch - 1),
-            top_ops=" ".join(f"{label}:{p:.3f}" for label, p in top_ops(probabilities)))
+            top_ops=" ".join(f"{label}:{p:.3f}" for label, p in top_ops(now)))
         state = self.state
         state.epochs_done = epoch + 1
         state.probabilities.append(probabilities.tolist())
@@ -588,6 +634,7 @@ def run_search(cfg: SearchConfig, out: Path, run_dir: Path, resume: bool = False
     if cfg.model not in MODEL_NAMES:  # fail before a possibly long dataset download
         raise HbaError(f"unknown model '{cfg.model}' (known: {', '.join(MODEL_NAMES)})")
     device = resolve_device(cfg.device)
+    starting_lambda(cfg)   # a bad --init fails now, not after the data are loaded
     payload = _read_checkpoint(checkpoint_path, cfg, device) if resume else None
     _prepare_dir(run_dir, "run directory")
     _prepare_dir(out.parent, "directory of --out")

@@ -129,8 +129,11 @@ def join_physical(probs: np.ndarray, mags: np.ndarray) -> np.ndarray:
     return np.concatenate([probs, mags[..., MAGNITUDE_COPY_INDEX]], axis=-1)
 
 
-# The one fill colour (every channel) for pixels exposed by geometric ops, and for Cutout:
-# mid-grey, close to the CIFAR mean (~121), so it standardises to about zero as PBA's fill does.
+# The one fill rule of hba: every filled pixel is grey 128 in every channel — pixels exposed by
+# the geometric ops, the policy's Cutout, the baseline pipeline's Cutout (standardised like any
+# pixel) and torchvision's baseline policies (fill=128). PBA fills with the dataset mean (zero
+# after standardisation); 128 is within 15 levels of every CIFAR channel mean, and one uint8
+# constant keeps the C, torch and Pillow kernels bit-identical for any dataset.
 FILL = 128
 
 

@@ -21,6 +21,7 @@ from hbacli import datasets
 from hbacli.data import (BaselinePipeline, DeviceLoader, StreamingLoader, cutout, load_dataset,
                          make_loader, random_crop, random_flip, random_resized_crop)
 from hbacli.errors import HbaError
+from hbacli.space import FILL
 
 from conftest import CIFAR_CLASSES, SHARED_DATASETS
 
@@ -378,7 +379,7 @@ def test_random_crop_shifts_by_at_most_the_padding():
     assert len(shifts) > 10
 
 
-def test_cutout_zeroes_one_clipped_square_per_image():
+def test_cutout_paints_one_clipped_square_per_image():
     x = torch.ones(200, 3, 32, 32)
     out = cutout(x, 16, torch.Generator().manual_seed(0))
     full = 0
@@ -395,6 +396,47 @@ def test_cutout_zeroes_one_clipped_square_per_image():
     assert full > 50
 
 
+def _is_grey(x: torch.Tensor, pipeline: BaselinePipeline) -> torch.Tensor:
+    """N×H×W: where every channel holds grey FILL as the pipeline standardises it."""
+    fill = pipeline.eval(torch.full((1, 3, 1, 1), FILL, dtype=torch.uint8)).view(1, 3, 1, 1)
+    return (x == fill).all(1)
+
+
+def test_every_fill_is_grey_128_standardised_like_any_pixel(cifar_slice):
+    """The baseline Cutout paints the policy's fill (space.FILL), not the dataset mean."""
+    images = torch.from_numpy(cifar_slice["train_images"][:64])
+    pipeline = BaselinePipeline("svhn", (0.44, 0.44, 0.47), (0.2, 0.21, 0.22))  # Cutout only
+    out = pipeline.train(images, torch.Generator().manual_seed(0))
+    painted = (out != pipeline.eval(images)).any(1)
+    assert painted.any() and _is_grey(out, pipeline)[painted].all()
+    assert FILL == 128
+
+
+def _ramp_images(n: int) -> torch.Tensor:
+    """Images that brighten left to right: a mirrored one darkens."""
+    ramp = (10 + 7 * torch.arange(32)).to(torch.uint8)
+    return ramp.view(1, 1, 1, 32).expand(n, 3, 32, 32).contiguous()
+
+
+@pytest.mark.parametrize("family, flip, mirrored", [
+    ("cifar", None, True), ("imagefolder", None, True), ("digits", None, False),
+    ("svhn", None, False), ("imagefolder", False, False), ("digits", True, True)])
+def test_flip_follows_the_family_unless_the_user_says(family, flip, mirrored):
+    """Digits are not mirror-invariant: no flip by default; the `flip` setting overrides."""
+    pipeline = BaselinePipeline(family, (0.5,) * 3, (0.25,) * 3, cutout=False, flip=flip)
+    out = pipeline.train(_ramp_images(200), torch.Generator().manual_seed(0))
+    # Columns 10 and 20 stay inside the image whatever the crop's shift (at most 4 pixels).
+    darker_right = (out[:, 0, 16, 20] < out[:, 0, 16, 10]).float().mean().item()
+    assert (0.35 < darker_right < 0.65) if mirrored else darker_right == 0.0
+
+
+def test_digits_cutout_hides_a_stroke_not_half_the_digit():
+    pipeline = BaselinePipeline("digits", (0.5,) * 3, (0.25,) * 3)
+    images = torch.zeros(200, 3, 32, 32, dtype=torch.uint8)
+    painted = _is_grey(pipeline.train(images, torch.Generator().manual_seed(0)), pipeline)
+    assert painted.flatten(1).sum(1).max().item() == 8 * 8
+
+
 def test_cifar_pipeline_is_per_example_random_and_generator_seeded(cifar_slice):
     images = torch.from_numpy(cifar_slice["train_images"][:1]).repeat(64, 1, 1, 1)
     pipeline = BaselinePipeline("cifar", (0.49, 0.48, 0.45), (0.25, 0.24, 0.26))
@@ -402,11 +444,11 @@ def test_cifar_pipeline_is_per_example_random_and_generator_seeded(cifar_slice):
     b = pipeline.train(images, torch.Generator().manual_seed(5))
     assert a.dtype == torch.float32 and a.shape == images.shape and torch.equal(a, b)
     assert len({tuple(row.tolist()) for row in a.flatten(1)[:, ::97]}) > 32   # differ per image
-    zeros = (a == 0).all(1).flatten(1).float().sum(1)
-    assert bool((zeros >= 64).all())              # at least Cutout's clipped 8×8 corner
+    grey = _is_grey(a, pipeline)
+    assert bool((grey.flatten(1).sum(1) >= 64).all())   # at least Cutout's clipped 8×8 corner
     no_cutout = BaselinePipeline("cifar", (0.49, 0.48, 0.45), (0.25, 0.24, 0.26), cutout=False)
-    assert (no_cutout.train(images, torch.Generator().manual_seed(5)) == 0).all(1).float().mean() \
-        < (a == 0).all(1).float().mean()
+    assert _is_grey(no_cutout.train(images, torch.Generator().manual_seed(5)), pipeline).sum() \
+        < grey.sum()
     with pytest.raises(HbaError):
         BaselinePipeline("mnist", (0.5,) * 3, (0.5,) * 3)
 
@@ -420,7 +462,8 @@ def test_svhn_pipeline_is_standardise_then_cutout_20(cifar_slice):
     for i in range(50):
         rows = torch.nonzero(changed[i].any(1)).flatten()
         cols = torch.nonzero(changed[i].any(0)).flatten()
-        assert len(rows) <= 20 and len(cols) <= 20 and (out[i][:, changed[i]] == 0).all()
+        assert len(rows) <= 20 and len(cols) <= 20 and _is_grey(out[i:i + 1], pipeline)[0][
+            changed[i]].all()
     assert max(int(changed[i].sum()) for i in range(50)) == 400
 
 

@@ -25,6 +25,10 @@ TINY = dict(model="wrn16_1", train_size=256, val_size=64, batch_size=32, epochs=
             device="cpu")
 
 
+# The harmful-op test: enough λ steps for a clear verdict, still seconds.
+HARMFUL_TEST = dict(epochs=4)
+
+
 def tiny_config(**overrides):
     return resolve_search_config("digits", None, **{**TINY, **overrides})
 
@@ -120,21 +124,108 @@ def test_lambda_step_leaves_the_hypernetwork_untouched():
 
 
 def test_two_runs_with_one_seed_give_one_schedule_and_another_seed_another(tmp_path):
-    cfg = tiny_config(epochs=1, train_size=128)
+    # Two epochs: entry 0 is the starting policy, entry 1 the first searched one.
+    cfg = tiny_config(epochs=2, train_size=128, warmup_epochs=0)
     first, second = search(tmp_path, "a", cfg), search(tmp_path, "b", cfg)
-    other = search(tmp_path, "c", tiny_config(epochs=1, train_size=128, seed=1))
+    other = search(tmp_path, "c", tiny_config(epochs=2, train_size=128, warmup_epochs=0, seed=1))
     assert np.array_equal(first.probabilities(), second.probabilities())
     assert np.array_equal(first.magnitudes(), second.magnitudes(), equal_nan=True)
     assert not np.array_equal(first.probabilities(), other.probabilities())
 
 
 def test_warmup_epochs_train_the_hypernetwork_only(tmp_path):
-    cfg = tiny_config(epochs=2, warmup_epochs=1, val_bn_mode="train", train_size=64,
+    cfg = tiny_config(epochs=3, warmup_epochs=1, val_bn_mode="train", train_size=64,
                       val_size=32)
     probabilities = search(tmp_path, "run", cfg).probabilities()
     initial, _ = space.split_physical(space.lambda_to_physical(space.initial_lambda()))
-    assert np.allclose(probabilities[0], initial, rtol=0, atol=1e-7)  # float32 λ, untouched
-    assert not np.allclose(probabilities[1], initial, rtol=0, atol=1e-4)
+    # Entry e is λ at the start of epoch e: warm-up leaves entries 0 and 1 at the start.
+    assert np.allclose(probabilities[:2], initial, rtol=0, atol=1e-7)  # float32 λ, untouched
+    assert not np.allclose(probabilities[2], initial, rtol=0, atol=1e-4)
+
+
+def test_entry_zero_is_the_starting_policy(uninterrupted):
+    """Entry e of a schedule is the λ in effect during epoch e (as at its start)."""
+    _, schedule = uninterrupted
+    start = space.join_physical(*schedule.at_epoch(0))
+    assert np.allclose(start, space.lambda_to_physical(space.initial_lambda()), rtol=0,
+                       atol=1e-6)
+
+
+def _schedule_file(path, probabilities, magnitudes):
+    from hbacli.schedule import Schedule, save_schedule
+
+    save_schedule(Schedule.from_arrays(probabilities, magnitudes), path)
+    return path
+
+
+def test_init_starts_lambda_from_a_schedule_epoch(tmp_path):
+    rng = np.random.default_rng(0)
+    values = space.lambda_to_physical(rng.normal(0, 1.5, (2, space.NUM_HYPERPARAMETERS)))
+    values[1, 0] = 0.0     # a probability at the end of its range: kept just inside it
+    init = _schedule_file(tmp_path / "init.json", *space.split_physical(values))
+    schedule = search(tmp_path, "run", tiny_config(epochs=2, init=str(init), init_epoch=1))
+    start = space.join_physical(*schedule.at_epoch(0))
+    margin = 1e-3 * (space.LAMBDA_HIGH - space.LAMBDA_LOW)
+    assert np.all(np.abs(start - values[1]) <= margin + 1e-5)
+    assert start[0] > 0
+    assert not np.allclose(space.join_physical(*schedule.at_epoch(1)), start)   # it moves on
+
+
+def test_init_is_validated_before_the_search_starts(tmp_path):
+    good = _schedule_file(tmp_path / "one.json", *_initial_arrays())
+    broken = tmp_path / "broken.json"
+    broken.write_text('{"format": "hba-schedule", "version": 1, "epochs": 1}')
+    base = ["search", "--dataset", "digits", "--out", str(tmp_path / "s.json"), "--run-dir",
+            str(tmp_path / "run")]
+    cases = [(["--init", str(good), "--init-epoch", "1"], "past the end"),
+             (["--init", str(broken)], str(broken)),
+             (["--init", str(tmp_path / "missing.json")], "missing.json")]
+    for extra, message in cases:
+        result = CliRunner().invoke(app, base + extra)
+        assert result.exit_code == 2, result.output
+        lines = result.output.strip().splitlines()
+        assert len(lines) == 1 and lines[0].startswith("error:") and message in lines[0]
+    assert not (tmp_path / "run").exists()
+
+
+def _initial_arrays():
+    probabilities, magnitudes = space.split_physical(space.lambda_to_physical(
+        space.initial_lambda()))
+    return probabilities[None], magnitudes[None]
+
+
+def test_centred_hyper_layers_start_as_the_plain_network():
+    """Fed λ − λ0, the hypernetwork at λ0 is exactly φ0 (its plain network), whatever λ0."""
+    from hbacli.data import load_dataset
+
+    cfg = tiny_config()
+    splits = load_dataset(cfg.dataset, None, cfg.train_size, cfg.val_size, cfg.split_seed)
+    engine = SearchEngine(cfg, splits, torch.device("cpu"))
+    engine.hypernet.eval()
+    for layer in engine.hypernet.hyper_layers:     # make φV matter
+        torch.nn.init.normal_(layer.weight_v, std=1.0)
+    x = engine.pipeline.eval(splits.val_images[:8])
+    plain = engine.hypernet.to_plain().eval()
+    with torch.no_grad():
+        assert torch.equal(engine.hypernet(x, engine.hyper_input(engine.lam)), plain(x))
+        raw = engine.hypernet(x, engine.lam)
+    assert not torch.allclose(raw, plain(x))
+
+
+def test_a_destructive_op_is_pushed_down(tmp_path):
+    """Posterize at p = 0.5 removing every bit (black images): both copies' probabilities go
+    down, and further than the other ops'. Fails when the hyper-layers see raw λ."""
+    from hbacli.search import CHECKPOINT_NAME
+
+    probabilities, magnitudes = _initial_arrays()
+    copies = [i for i, oc in enumerate(space.OP_COPIES) if oc.op.name == "Posterize"]
+    probabilities[0, copies], magnitudes[0, copies] = 0.5, 7.6
+    init = _schedule_file(tmp_path / "harmful.json", probabilities, magnitudes)
+    search(tmp_path, "run", tiny_config(**HARMFUL_TEST, init=str(init)))
+    state = torch.load(tmp_path / "run" / CHECKPOINT_NAME, weights_only=True)["engine"]
+    change = (state["lam"] - state["lam_origin"])[:space.NUM_OP_COPIES].numpy()
+    others = np.delete(change, copies).mean()
+    assert (change[copies] < 0).all() and (change[copies] < others).all(), (change[copies], others)
 
 
 @pytest.mark.parametrize("strategy", STRATEGIES)
