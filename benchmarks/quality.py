@@ -187,6 +187,16 @@ def accuracy_report(results: dict[str, list[dict[str, Any]]]) -> dict[str, Any]:
 
 # --------------------------------------------------------------------------- driver
 
+def _announce(future, label: str, started: float, total: int, done: list[int]):
+    """Print one line per finished job (the whole benchmark runs for minutes)."""
+    def report(_):
+        done.append(1)
+        print(f"[{time.perf_counter() - started:6.0f} s] {len(done)}/{total} {label}",
+              file=sys.stderr, flush=True)
+    future.add_done_callback(report)
+    return future
+
+
 def _parse_overrides(pairs: list[str]) -> dict[str, Any]:
     overrides = {}
     for pair in pairs:
@@ -227,24 +237,32 @@ def main() -> None:
     harmful_init(init, args.dataset)
     started = time.perf_counter()
     pool = ProcessPoolExecutor(max_workers=args.jobs, mp_context=get_context("spawn"))
+    total = len(seeds) * ((0 if args.skip_harmful else 1) + 1
+                          + (0 if args.skip_accuracy else len(BASELINES) + 1))
+    done: list[int] = []
+
+    def submit(label: str, *job):
+        return _announce(pool.submit(*job), label, started, total, done)
+
     with pool:
-        harmful = [] if args.skip_harmful else [pool.submit(
-            search_job, args.dataset, s, args.harm_epochs, {**overrides, "init": str(init)},
-            str(out / f"harmful-seed{s}")) for s in seeds]
-        default = [pool.submit(search_job, args.dataset, s, args.search_epochs, overrides,
-                               str(out / f"search-seed{s}")) for s in seeds]
+        harmful = [] if args.skip_harmful else [submit(
+            f"harmful-op search, seed {s}", search_job, args.dataset, s, args.harm_epochs,
+            {**overrides, "init": str(init)}, str(out / f"harmful-seed{s}")) for s in seeds]
+        default = [submit(f"search, seed {s}", search_job, args.dataset, s, args.search_epochs,
+                          overrides, str(out / f"search-seed{s}")) for s in seeds]
         evaluations: dict[str, list] = {}
         if not args.skip_accuracy:
             for policy in BASELINES:
-                evaluations[policy] = [pool.submit(
-                    evaluate_job, args.dataset, policy, s, args.eval_epochs, args.device,
-                    str(out / f"evaluate-{policy}-seed{s}")) for s in seeds]
+                evaluations[policy] = [submit(
+                    f"evaluate {policy}, seed {s}", evaluate_job, args.dataset, policy, s,
+                    args.eval_epochs, args.device, str(out / f"evaluate-{policy}-seed{s}"))
+                    for s in seeds]
         default_jobs = [f.result() for f in default]
         if not args.skip_accuracy:
-            evaluations["schedule"] = [pool.submit(
-                evaluate_job, args.dataset, job["schedule"], job["seed"], args.eval_epochs,
-                args.device, str(out / f"evaluate-schedule-seed{job['seed']}"))
-                for job in default_jobs]
+            evaluations["schedule"] = [submit(
+                f"evaluate schedule, seed {job['seed']}", evaluate_job, args.dataset,
+                job["schedule"], job["seed"], args.eval_epochs, args.device,
+                str(out / f"evaluate-schedule-seed{job['seed']}")) for job in default_jobs]
         harmful_jobs = [f.result() for f in harmful]
         evaluated = {p: [f.result() for f in fs] for p, fs in evaluations.items()}
 

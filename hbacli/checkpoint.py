@@ -52,3 +52,40 @@ def read_checkpoint(path: Path, fmt: str, version: int, config: dict[str, Any],
         raise HbaError(f"cannot resume: {path} was made with other settings "
                        f"({'; '.join(differences)}); repeat them or choose another --run-dir")
     return payload
+
+
+# The searched network (Algorithm 1's θ̂φ(λ)): a plain state dict, so one line loads it into
+# the ``--model`` it was made for (see the README).
+
+def network_bytes(model: torch.nn.Module) -> bytes:
+    """``model``'s state dict, on the CPU, serialised."""
+    buffer = io.BytesIO()
+    torch.save({k: v.detach().cpu() for k, v in model.state_dict().items()}, buffer)
+    return buffer.getvalue()
+
+
+def load_network_weights(model: torch.nn.Module, path: Path, model_name: str) -> None:
+    """Load a state dict file into ``model``; HbaError (one line) when the file is unreadable,
+    not a state dict, or made for another network."""
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except OSError as exc:
+        raise HbaError(f"cannot read --init-weights {path}: {exc.strerror or exc}") from None
+    except Exception:
+        raise HbaError(f"cannot read --init-weights {path}: the file is damaged or not a "
+                       f"state dict saved by torch.save") from None
+    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor)
+                                              for v in state.values()):
+        raise HbaError(f"--init-weights {path} is not a state dict (a dict of tensors)")
+    own = model.state_dict()
+    missing = sorted(set(own) - set(state))
+    unexpected = sorted(set(state) - set(own))
+    mismatched = [k for k in own if k in state and state[k].shape != own[k].shape]
+    if missing or unexpected or mismatched:
+        first = (f"missing {missing[0]}" if missing else f"unexpected {unexpected[0]}"
+                 if unexpected else f"{mismatched[0]} has shape {tuple(state[mismatched[0]].shape)}"
+                 f", {model_name} needs {tuple(own[mismatched[0]].shape)}")
+        raise HbaError(f"--init-weights {path} does not fit {model_name} "
+                       f"({len(missing)} missing, {len(unexpected)} unexpected, "
+                       f"{len(mismatched)} of another shape; e.g. {first})")
+    model.load_state_dict(state)

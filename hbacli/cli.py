@@ -115,9 +115,9 @@ def search(
     warmup_epochs: Optional[int] = typer.Option(None, help="Epochs of hypernetwork steps only, "
                                                 "before λ moves (default 0; the paper has none, "
                                                 "Self-Tuning Networks' code uses 5)."),
-    val_bn_mode: Optional[str] = typer.Option(None, help="BatchNorm mode on the λ step: eval "
-                                              "(running statistics; default, as Self-Tuning "
-                                              "Networks' code) or train (batch statistics)."),
+    val_bn_mode: Optional[str] = typer.Option(None, help="BatchNorm mode on the λ step: train "
+                                              "(the validation batch's statistics; default) or "
+                                              "eval (running statistics)."),
     hyper_input: Optional[str] = typer.Option(None, help="What the hyper-layers are fed: "
                                               "centred (λ − λ0, default) or raw (λ, the paper's "
                                               "literal form); the same function family."),
@@ -172,6 +172,9 @@ def evaluate(
     seeds: str = typer.Option("0", help="Comma-separated seeds, one trained model each, e.g. "
                               "0,1,2,3,4; results report mean ± std."),
     flip: Optional[bool] = typer.Option(None, "--flip/--no-flip", help=FLIP_FLAG_HELP),
+    init_weights: Optional[Path] = typer.Option(None, help="Start the network from this state "
+                                                "dict instead of a random init, e.g. a "
+                                                "search's network.pt (same --model)."),
     device: Optional[str] = typer.Option(None, help=DEVICE_HELP),
     compile: Optional[bool] = typer.Option(None, "--compile/--no-compile", help=COMPILE_FLAG_HELP),
     config: Optional[Path] = typer.Option(None, help="YAML or JSON file of settings; flags "
@@ -192,7 +195,7 @@ def evaluate(
         policy, dataset, model, config, data_dir=None if data_dir is None else str(data_dir),
         epochs=epochs, batch_size=batch_size, lr=lr, weight_decay=weight_decay,
         train_size=train_size, seeds=_parse_seeds(seeds), flip=flip, device=device,
-        compile=compile,
+        compile=compile, init_weights=None if init_weights is None else str(init_weights),
     )
     tag = Path(policy).stem if policy not in BASELINES else policy
     run_dir = run_dir or _default_run_dir(f"evaluate-{cfg.dataset}-{cfg.model}-{tag}", resume)
@@ -206,10 +209,13 @@ def export(
     format: str = typer.Option(..., "--format", "-f", help="json: the schedule itself, "
                                "validated (stretched with --epochs); csv: one row per epoch, "
                                "a probability and a magnitude column per op copy; pba: PBA's "
-                               "schedule text (integer levels 0-9 and probabilities p/10)."),
+                               "schedule log (integer levels 0-10, Posterize 0-9, and "
+                               "probabilities p/10, in PBA's op order)."),
     epochs: Optional[int] = typer.Option(None, help="Stretch the schedule linearly to this "
-                                         "many epochs first."),
-    out: Path = typer.Option(..., help="Output file (written atomically)."),
+                                         "many epochs first. For pba, PBA's training epochs "
+                                         "(then --hp_policy_epochs the same) replay it exactly."),
+    out: Path = typer.Option(..., help="Output file (written atomically); for pba its name "
+                             "must end in .txt, as PBA requires of --hp_policy files."),
 ) -> None:
     """Write a schedule in another format."""
     from .export import export_schedule
@@ -228,6 +234,18 @@ def inspect(
     from .plots import inspect_schedule
 
     inspect_schedule(schedule, png=png)
+
+
+@app.command()
+@_user_errors
+def schema(
+    name: str = typer.Argument(..., help="Which file format, e.g. schedule or "
+                               "search-config (an unknown name lists the known ones)."),
+) -> None:
+    """Print the JSON Schema of a file hba reads or writes (shipped with the package)."""
+    from .schemas import read_schema
+
+    typer.echo(read_schema(name), nl=False)
 
 
 def main() -> None:

@@ -13,7 +13,8 @@ per-channel mean and std of the training split. Where the images come from, in o
 
 Decoded images are cached as uint8 arrays in the cache directory, keyed by the source files'
 paths, sizes and modification times, so only the first load decodes. Nothing is ever written
-into a folder data is read from (except torchvision's own download, which the user asked for).
+into a folder data is read from (except torchvision's own download, which the user asked for);
+a download that fails removes the folders it created.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ import io
 import json
 import logging
 import os
+import shutil
 import tarfile
 import warnings
 import zipfile
@@ -369,11 +371,14 @@ def _find_pool(name: str, source: _Source, root: Path, cache: Path, download: bo
     failure = "download not allowed"
     if tv is not None and download:
         log.info("%s not found in %s: downloading with torchvision", name, root)
+        created = _outermost_missing(root)   # torchvision makes root before it downloads
         try:
             pool = _torchvision_read(tv, root, True, name)
-        except HbaError:
-            raise
-        except Exception as exc:   # network, permissions, disk: all one line for the user
+        except BaseException as exc:
+            _remove_created(created)         # a failed download leaves no folder behind
+            if isinstance(exc, HbaError) or not isinstance(exc, Exception):
+                raise
+            # network, permissions, disk: all one line for the user
             failure = f"download failed ({_one_line(exc)})"
         else:
             present = [root / f for f in tv.files]
@@ -383,6 +388,22 @@ def _find_pool(name: str, source: _Source, root: Path, cache: Path, download: bo
         failure = "torchvision cannot download it"
     raise HbaError(f"dataset {name} not found in {root}: looked for {' and '.join(looked)}; "
                    f"{failure}; put the data there, or point --data-dir or HBA_DATA at it")
+
+
+def _outermost_missing(path: Path) -> Path | None:
+    """The outermost of ``path`` and its parents that does not exist yet (None: path exists)."""
+    missing = None
+    for folder in (path, *path.parents):
+        if folder.exists():
+            break
+        missing = folder
+    return missing
+
+
+def _remove_created(folder: Path | None) -> None:
+    """Remove a folder this command created (with any partial download in it)."""
+    if folder is not None and folder.is_dir():
+        shutil.rmtree(folder, ignore_errors=True)
 
 
 def _torchvision_read(tv: _TorchvisionFiles, root: Path, download: bool, name: str) -> _Pool:

@@ -65,7 +65,7 @@ from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn,
 from rich.table import Table
 
 from .errors import HbaError
-from .checkpoint import checkpoint_bytes, read_checkpoint
+from .checkpoint import checkpoint_bytes, load_network_weights, read_checkpoint
 from .files import atomic_write_bytes, atomic_write_json, atomic_write_text, dataclass_csv_text
 from .policy import default_kernels
 from .presets import EvaluateConfig, dataset_family, lr_factor
@@ -389,8 +389,10 @@ class SeedTrainer:
         self.cfg, self.seed, self.data, self.device, self.ranks = cfg, seed, data, device, ranks
         self.memory_format = memory_format(device)
         torch.manual_seed(seed)
-        self.model = build_model(cfg.model, data.num_classes).to(
-            device=device, memory_format=self.memory_format)
+        self.model = build_model(cfg.model, data.num_classes)
+        if cfg.init_weights is not None:
+            load_network_weights(self.model, Path(cfg.init_weights), cfg.model)
+        self.model.to(device=device, memory_format=self.memory_format)
         if cfg.compile:
             compile_network(self.model, device, cuda_graphs=not ranks.parallel)
         self.network = self.model
@@ -679,6 +681,10 @@ def _run(cfg, out, run_dir, resume, command_line, progress, replay, workers, on_
     dataset_family(cfg.dataset)
     policy = resolve_policy(cfg.policy)
     data = ranks.main_first(lambda: load_training_data(cfg))
+    if cfg.init_weights is not None:   # a file that does not fit fails before anything is written
+        from .nets import build_model
+        load_network_weights(build_model(cfg.model, data.num_classes), Path(cfg.init_weights),
+                             cfg.model)
     workers = default_workers(ranks) if workers is None else workers
     if ranks.is_main:
         atomic_write_json(run_dir / CONFIG_NAME, cfg.model_dump(mode="json"))

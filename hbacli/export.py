@@ -12,22 +12,24 @@ csv
     The magnitude cell is empty for the probability-only ops AutoContrast, Invert, Equalize.
 pba
     The schedule log that PBA (arcelien/pba) replays with
-    ``pba/train.py --use_hp_policy --hp_policy FILE --hp_policy_epochs E``, E being the number
-    of epochs of the exported schedule (PBA repeats each epoch's policy to fill its own
-    ``--epochs``). Each line is a Python literal
+    ``pba/train.py --use_hp_policy --hp_policy FILE.txt --hp_policy_epochs E``, E being the
+    number of epochs of the exported schedule. The file name must end in ``.txt``: PBA reads
+    ``--hp_policy`` as a schedule file only then (otherwise as a comma-separated list of ints).
+    PBA stretches the schedule to its own ``--epochs`` N by repeating each segment
+    ``int(length·N/E)`` times and padding with the last policy, which is only approximate when N
+    is not a multiple of E; exporting with ``epochs`` = N and passing ``--hp_policy_epochs N``
+    replays every epoch exactly. Each line is a Python literal
     ``[target_trial, clone_trial, target_epoch, clone_epoch, old_config, new_config]`` with
     ``config = {'hp_policy': [60 ints]}``; PBA's ``parse_log`` turns consecutive lines into
     (epochs, policy) segments. A line is written where the policy changes, its ``clone_epoch``
     being the first epoch of the new policy, so PBA uses each line's policy from that epoch until
     the next line's.
 
-    ``hp_policy`` holds copy 0 of PBA's 15 ops and then copy 1, each op as a pair
-    (probability × 10, level) in PBA's order: AutoContrast, Equalize, Invert, Rotate,
-    Posterize, Solarize, Color, Contrast, Brightness, Sharpness, ShearX, ShearY, TranslateX,
-    TranslateY, Cutout. Probabilities become tenths 0..10 (nearest, halves up). Levels are the
-    integers 0..9 that PBA's search explores; each of our magnitudes becomes the level whose
-    PBA value is nearest (ties to the lower level), with PBA's level → value rules
-    (PARAMETER_MAX = 10, images 32×32 as in PBA):
+    ``hp_policy`` holds copy 0 of PBA's 15 ops and then copy 1 (``parse_policy`` splits the
+    list in halves), each op as a pair (probability × 10, level) in the order PBA decodes them
+    (``PBA_OP_ORDER``). Probabilities become tenths 0..10 (nearest, halves up). Each of our
+    magnitudes becomes the level whose PBA value is nearest (ties to the lower level), with PBA's
+    level → value rules (PARAMETER_MAX = 10, images 32×32 as in PBA):
 
     ============  ===============================  ================================
     op            PBA value at level L             in our units
@@ -41,10 +43,12 @@ pba
     Cutout        int(2·L) pixels side             2·L/32 of the image size
     ============  ===============================  ================================
 
-    So PBA's scale covers less than ours at the top: magnitudes beyond level 9 (rotate > 27°,
-    translate > 9 px, enhancement factor > 1.72, ...) become level 9, and PBA's Posterize
-    always removes at least 4 bits (our milder values become level 0). Probability-only ops
-    get level 0.
+    Levels go up to 10, the most PBA's ``apply_policy`` accepts (its own search only explores
+    0..9), so our top magnitudes stay reachable: 30°, factor 1.9, Solarize 255 → 256.
+    Posterize stops at 9 (removes 7 bits): level 10 keeps 0 bits, which Pillow refuses
+    (ValueError). Where PBA's scale is narrower than ours it saturates: translate beyond 10 px
+    (0.31 of 32 px) becomes 10 px, and PBA's Posterize always removes at least 4 bits (our
+    milder values become level 0). Probability-only ops get level 0.
 """
 
 from __future__ import annotations
@@ -62,15 +66,22 @@ from .errors import HbaError
 from .files import atomic_write_text
 from .schedule import Schedule, load_schedule, schedule_json_text, stretch
 
+# The order in which PBA decodes each copy's 15 (probability, level) pairs: ``parse_policy``
+# (pba/data_utils.py) walks ``HP_TRANSFORM_NAMES``, the keys of ``NAME_TO_TRANSFORM``, an
+# OrderedDict over ``HP_TRANSFORMS`` in pba/augmentation_transforms_hp.py (arcelien/pba at
+# 950397f0afd8562cd05564f11c669ac6567b281d). Earlier commits listed the ops in another order
+# but keyed them through a plain dict, whose Python 2 iteration order is this one; so PBA's
+# published schedules and its current code both decode in this order.
 PBA_OP_ORDER: tuple[str, ...] = (
-    "AutoContrast", "Equalize", "Invert", "Rotate", "Posterize", "Solarize", "Color",
-    "Contrast", "Brightness", "Sharpness", "ShearX", "ShearY", "TranslateX", "TranslateY",
-    "Cutout",
+    "Rotate", "TranslateX", "TranslateY", "Brightness", "Color", "Invert", "Sharpness",
+    "Posterize", "ShearX", "Solarize", "ShearY", "Equalize", "AutoContrast", "Cutout",
+    "Contrast",
 )
-PBA_LEVELS = np.arange(10)  # the levels PBA's search explores (0..9)
+PBA_PARAMETER_MAX = 10  # the highest level PBA's apply_policy accepts
+PBA_LEVELS = np.arange(PBA_PARAMETER_MAX + 1)
+PBA_POSTERIZE_MAX_LEVEL = 9  # level 10 would keep 0 bits, which Pillow refuses
 PBA_IMAGE_SIZE = 32  # PBA's transforms are written for 32×32 images
-
-PBA_PARAMETER_MAX = 10
+PBA_FILE_SUFFIX = ".txt"  # PBA reads --hp_policy as a schedule file only with this ending
 
 
 def _pba_float(maxval: float) -> np.ndarray:  # PBA's float_parameter
@@ -90,7 +101,7 @@ PBA_LEVEL_VALUES: dict[str, np.ndarray] = {
     "TranslateY": _pba_int(10) / PBA_IMAGE_SIZE,
     "Rotate": _pba_int(30),
     "Solarize": _pba_int(256),
-    "Posterize": 4 + _pba_int(4),
+    "Posterize": (4 + _pba_int(4))[: PBA_POSTERIZE_MAX_LEVEL + 1],
     "Color": _ENHANCE, "Contrast": _ENHANCE, "Brightness": _ENHANCE, "Sharpness": _ENHANCE,
     "Cutout": _pba_int(20) / PBA_IMAGE_SIZE,
 }
@@ -105,6 +116,9 @@ def export_schedule(schedule_path: str | Path, fmt: str, out: str | Path,
         raise HbaError(f"unknown export format '{fmt}' (valid: {', '.join(_FORMATS)})")
     if epochs is not None and epochs < 1:
         raise HbaError(f"--epochs must be at least 1, got {epochs}")
+    if fmt == "pba" and not Path(out).name.endswith(PBA_FILE_SUFFIX):
+        raise HbaError(f"--out must end in {PBA_FILE_SUFFIX} for --format pba (PBA reads "
+                       f"--hp_policy as a schedule file only then), got {out}")
     schedule = load_schedule(schedule_path)
     if epochs is not None:
         schedule = stretch(schedule, epochs)
@@ -136,7 +150,10 @@ def pba_probability(probability: float) -> int:
 
 
 def pba_level(op: str, magnitude: float) -> int:
-    """The PBA level (0..9) whose value is nearest to ``magnitude`` (0 for probability-only ops)."""
+    """The PBA level (0..10, Posterize 0..9) whose value is nearest to ``magnitude``.
+
+    0 for probability-only ops, whose level PBA ignores.
+    """
     values = PBA_LEVEL_VALUES.get(op)
     if values is None:
         return 0

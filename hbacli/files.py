@@ -33,14 +33,19 @@ _FILE_MODE = 0o666 & ~_read_umask()
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
     """Write ``data`` to a temporary file beside ``path``, fsync it, then rename over ``path``.
 
-    The file gets the usual permissions (0666 less the umask), not mkstemp's private 0600.
+    The file gets the usual permissions (0666 less the umask), not mkstemp's private 0600:
+    through ``os.fchmod`` where it exists, else by name (``os.chmod``: Windows has no
+    ``os.fchmod`` before Python 3.13, and its chmod only sets the read-only flag, left off).
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
-        os.fchmod(fd, _FILE_MODE)
-        with os.fdopen(fd, "wb") as f:
+        with os.fdopen(fd, "wb") as f:   # owns fd from here: closed whatever fails below
+            if hasattr(os, "fchmod"):
+                os.fchmod(f.fileno(), _FILE_MODE)
+            else:
+                os.chmod(tmp, _FILE_MODE)
             f.write(data)
             f.flush()
             os.fsync(f.fileno())

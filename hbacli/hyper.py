@@ -237,7 +237,10 @@ class HyperBatchNorm2d(HyperLayer):
 
 
 def _fill_plain(plain: nn.Module, hyper: HyperLayer, lam: Tensor | None) -> None:
-    """Write φ0 (lam None) or θ(λ) of `hyper` into the weight and bias of `plain`."""
+    """Write φ0 (lam None) or θ(λ) of `hyper` into the weight and bias of `plain`, and put
+    `plain` in `hyper`'s mode (a new module starts in training mode: a BN built from an eval
+    hyper-layer would otherwise use batch statistics and overwrite its running ones)."""
+    plain.train(hyper.training)
     with torch.no_grad():
         for name in ("weight", "bias"):
             base = getattr(hyper, name)
@@ -367,7 +370,12 @@ class HyperNetwork(nn.Module):
 
     def to_plain(self, lam: Tensor | None = None) -> nn.Module:
         """A plain copy of the network: every hyper-layer replaced by its plain layer holding
-        θ(λ) for one λ of shape (n,), or φ0 when lam is None. Loads into the original net."""
+        θ(λ) for one λ of shape (n,), or φ0 when lam is None. Loads into the original net.
+
+        Every module keeps its mode (``training``), the rebuilt layers that of the hyper-layer
+        they replace: after ``eval()`` the copy computes what ``forward(x, lam)`` computes in
+        eval (running statistics, which it leaves alone); after ``train()`` it uses batch
+        statistics and updates its running ones, as the hypernetwork would."""
         if lam is not None and tuple(lam.shape) != (self.num_hyperparameters,):
             raise HbaError(f"to_plain takes one λ of shape ({self.num_hyperparameters},), "
                            f"got {tuple(lam.shape)}")

@@ -256,22 +256,65 @@ def augment_from_uniform(images: Tensor, probabilities: Tensor, magnitudes: Tens
     return images
 
 
+_HALF_LEVEL = 0.5 / 255  # float values within half a uint8 level of [0, 1] round into it
+
+
+def _images_to_bytes(images: Tensor) -> Tensor:
+    """The uint8 N×C×H×W batch the ops work on: uint8 as is; float images, taken in [0, 1]
+    as torchvision's (``ToTensor``, ``v2.ToDtype(scale=True)``), as round(255·x).
+
+    Anything else is refused with one HbaError, never clipped or rescaled: other integer
+    types, and float values outside [0, 1] (beyond half a level) or NaN — float images in
+    0–255 included (divide them by 255, or pass uint8). The range check reads two numbers
+    back from the device: float input costs one host synchronisation, uint8 none.
+    """
+    if images.dtype == torch.uint8:
+        return to_uint8(images)
+    if not images.is_floating_point():
+        raise HbaError(f"images must be uint8 (0-255) or float in [0, 1], got {images.dtype}")
+    if images.numel():
+        low, high = (float(v) for v in torch.aminmax(images.detach()))
+        if not (low >= -_HALF_LEVEL and high <= 1 + _HALF_LEVEL):   # False for NaN too
+            raise HbaError(f"float images must be in [0, 1] (torchvision's convention), got "
+                           f"values in [{low:.4g}, {high:.4g}]; divide 0-255 floats by 255, "
+                           "or pass uint8")
+    return to_uint8(images.detach().float().mul(255))
+
+
+def _bytes_to_images(out: Tensor, before: Tensor, images: Tensor) -> Tensor:
+    """The augmented uint8 batch ``out`` back in the dtype and scale of ``images``, whose
+    bytes were ``before``: uint8 as is; float: out / 255 (``ToTensor``'s scale), except that
+    a pixel whose byte the policy left as it was keeps its input value bit for bit (so an
+    untouched image comes back exactly, off-grid values and v2's x·(1/255) included)."""
+    if images.dtype == torch.uint8:
+        return out
+    return torch.where(out == before, images, out.to(images.dtype).div(255)).contiguous()
+
+
 def augment_batch(images: Tensor, probabilities, magnitudes,
                   generator: torch.Generator | None = None, kernels: str | None = None) -> Tensor:
-    """A(x; p, m) for a batch: images uint8 (or float in [0, 255]) N×C×H×W on any device.
+    """A(x; p, m) for a batch of N×C×H×W images on any device: uint8 (0–255), or float in
+    [0, 1] (torchvision's convention, what ``ToTensor`` gives).
+
+    The ops work on bytes: float images are converted with rounding, round(255·x), and back
+    to [0, 1] (see ``_images_to_bytes`` and ``_bytes_to_images``): a changed pixel comes back
+    a multiple of 1/255, an unchanged one as it was. Float values outside [0, 1] (0–255
+    floats included) are refused with an HbaError, never clipped; the check costs float
+    input one host synchronisation (uint8 input none).
 
     probabilities, magnitudes: physical values, (30,) shared or (N, 30) per example, in
     ``space.OP_COPIES`` order (magnitudes of probability-only ops are ignored; NaN is fine).
     Same generator state → same output. Returns the input's dtype and shape, contiguous.
     ``kernels``: see ``augment_from_uniform``.
     """
-    x = to_uint8(images)
+    x = _images_to_bytes(images)
     n = x.shape[0]
     p = _per_example(probabilities, n, x.device, "probabilities")
     m = torch.nan_to_num(_per_example(magnitudes, n, x.device, "magnitudes"))
     u = _uniform(n, UNIFORMS_PER_IMAGE, generator, x.device)
     with _one_thread_on_cpu(x.device):
-        return augment_from_uniform(x, p, m, u, kernels).to(images.dtype)
+        out = augment_from_uniform(x, p, m, u, kernels)
+    return _bytes_to_images(out, x, images)
 
 
 @contextmanager
@@ -330,30 +373,35 @@ def augment_pil(image: Image.Image, probabilities, magnitudes,
 
 
 def augment_tensor(image: Tensor, probabilities, magnitudes, rng: np.random.Generator) -> Tensor:
-    """A(x; p, m) for one C×H×W tensor (uint8, or float in [0, 255]): the same draws as
-    ``augment_pil``, so the same rng state gives the same pixels; the C kernels on the CPU."""
-    x = to_uint8(image.unsqueeze(0))
-    stages = draw_stages(np.asarray(probabilities), np.asarray(magnitudes), x.shape[2],
-                         x.shape[3], rng)
+    """A(x; p, m) for one C×H×W tensor: uint8 (0–255), or float in [0, 1] (torchvision's
+    convention; converted as in ``augment_batch``, values outside [0, 1] refused). The same
+    draws as ``augment_pil``, so the same rng state gives the same pixels; the C kernels on
+    the CPU. Returns the input's dtype."""
+    before = _images_to_bytes(image.unsqueeze(0))
+    stages = draw_stages(np.asarray(probabilities), np.asarray(magnitudes), before.shape[2],
+                         before.shape[3], rng)
     if not stages:
         return image.clone()
     ops = torch.tensor([[s.op for s in stages] + [-1] * (2 - len(stages))])
     m = torch.tensor([[s.magnitude for s in stages] + [0.0] * (2 - len(stages))])
     centres = torch.tensor([[s.centre for s in stages] + [(0, 0)] * (2 - len(stages))])
-    if x.device.type == "cpu" and ops_native.library() is not None:
-        return ops_native.augment_stages(x, ops, m, centres)[0].to(image.dtype)
-    for stage in range(len(stages)):
-        name = space.OP_NAMES[stages[stage].op]
-        batch = Batch(x, m[:, stage].to(x.device), centres[:, stage].to(x.device))
-        x = FAMILY_OF[name].run_one(name, batch)
-    return x[0].to(image.dtype)
+    if before.device.type == "cpu" and ops_native.library() is not None:
+        x = ops_native.augment_stages(before, ops, m, centres)
+    else:
+        x = before
+        for stage in range(len(stages)):
+            name = space.OP_NAMES[stages[stage].op]
+            batch = Batch(x, m[:, stage].to(x.device), centres[:, stage].to(x.device))
+            x = FAMILY_OF[name].run_one(name, batch)
+    return _bytes_to_images(x, before, image.unsqueeze(0))[0]
 
 
 class PolicyTransform:
     """Per-image A(x; p, m) for torchvision ``Compose`` / DataLoader workers (picklable).
 
-    PIL image in → PIL image out (through ``ops_pil``); C×H×W tensor in → tensor out (through
-    the C kernels on the CPU; ~0.06 ms per 32×32 image on one core, against ~0.09 ms for PIL).
+    PIL image in → PIL image out (through ``ops_pil``); C×H×W tensor in → tensor out, uint8
+    (0–255) or float in [0, 1] as torchvision's (see ``augment_tensor``), through the C
+    kernels on the CPU (~0.06 ms per 32×32 image on one core, against ~0.09 ms for PIL).
     Both draw the same walk from the same stream, so one seed gives the same pixels whichever
     type comes in.
 

@@ -58,7 +58,8 @@ class SearchConfig(_Config):
     val_steps: int = Field(1, ge=0, description="T_val: λ steps per round")
     warmup_epochs: int = Field(0, ge=0, description="epochs of hypernetwork steps only")
     val_bn_mode: Literal["eval", "train"] = Field(
-        "eval", description="BatchNorm mode on the λ step (STN's code: eval)"
+        "train", description="BatchNorm mode on the λ step: train (batch statistics) or eval "
+                             "(running statistics); train told good from bad better on digits"
     )
     hyper_input: HyperInput = Field(
         "centred", description="what the hyper-layers see: centred = λ − λ0 (λ0: the starting "
@@ -103,6 +104,8 @@ class EvaluateConfig(_Config):
     weight_decay: float = Field(ge=0)
     seeds: list[int] = Field(default_factory=lambda: [0], min_length=1)
     flip: bool | None = Field(None, description=FLIP_HELP)
+    init_weights: str | None = Field(None, description="state dict to start the network from "
+                                     "(e.g. a search's network.pt) instead of a random init")
     device: Device = "auto"
     compile: bool = Field(False, description=COMPILE_HELP)
 

@@ -12,6 +12,11 @@ transform, both stretched linearly to the training length and moved along with `
 
 Epochs are numbered from 0; an epoch outside the training length is clipped into it.
 
+Images. uint8 (0–255), or float in [0, 1] as torchvision's convention (``ToTensor``,
+``v2.ToDtype(scale=True)``): float images are augmented as round(255·x) and come back in
+[0, 1], their dtype kept; float values outside [0, 1] (0–255 floats included) are refused
+with an HbaError, never clipped (``policy.augment_batch``).
+
 Randomness. ``ScheduleAugmenter`` reseeds its generator in ``set_epoch`` from (seed, epoch), so
 epoch e's draws do not depend on what ran before: a resumed run replays them exactly, with no
 generator state to save. ``ScheduleTransform`` with a seed does the same per (seed, epoch,
@@ -61,11 +66,13 @@ def _clip_epoch(epoch: int, epochs: int) -> int:
 
 
 class ScheduleAugmenter:
-    """The schedule's policy on whole batches of uint8 images on their device.
+    """The schedule's policy on whole N×C×H×W batches on their device: uint8, or float in
+    [0, 1] (returned in [0, 1]; see the module docstring).
 
     ``device`` is where the tables and the generator live; ``None`` takes the device of the
     first batch. ``kernels``: see ``policy.augment_from_uniform`` (None: the device's default).
-    The call never synchronises with the host.
+    On uint8 batches the call never synchronises with the host; a float batch costs one
+    synchronisation (its [0, 1] range check).
     """
 
     def __init__(self, schedule: Schedule, epochs: int, device=None, seed: int = 0,
@@ -106,9 +113,9 @@ class ScheduleAugmenter:
 
 
 class ScheduleTransform:
-    """The schedule's policy on one image (PIL, or uint8 C×H×W tensor), for torchvision
-    pipelines and DataLoader workers. See the module docstring for how ``set_epoch`` reaches
-    workers."""
+    """The schedule's policy on one image (PIL, or C×H×W tensor: uint8, or float in [0, 1]),
+    for torchvision pipelines and DataLoader workers. See the module docstring for how
+    ``set_epoch`` reaches workers."""
 
     def __init__(self, schedule: Schedule, epochs: int, seed: int | None = None):
         self.epochs = epochs

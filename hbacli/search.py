@@ -12,13 +12,29 @@ decay) updates φ only.
 
 λ step (Eq. 11): an unaugmented validation batch, the hypernetwork at the unperturbed λ,
 Adam (constant learning rate α') on λ only. λ's gradient comes only through the hyper-layers:
-the augmentation is not differentiated. BatchNorm runs in eval mode on this step by default
-(running statistics, as Self-Tuning Networks' code does): then φ's batch statistics of the
-validation data cannot leak into λ's gradient. ``val_bn_mode='train'`` uses batch statistics.
+the augmentation is not differentiated.
+
+What the hyper-layers are fed (``hyper_input``): ``centred`` (default) feeds λ − λ0, λ0 the
+search's starting λ; ``raw`` feeds λ as the paper writes it. Both are the paper's function
+family, φ0 + diag(φV(λ − λ0))φU = [φ0 − diag(φV λ0)φU] + diag(φV λ)φU; only the optimisation
+geometry differs (see ``SearchEngine.hyper_input``). Measured on digits (benchmarks/quality.py,
+3 seeds, README "Does the search work?"): raw makes every coordinate rise together (mean
+probability 0.05 → 0.11); centred moves them both ways (0.05 → 0.057).
+
+BatchNorm on the λ step (``val_bn_mode``): ``eval`` (default) uses running statistics, so a
+validation batch's own statistics do not enter λ's gradient; ``train`` uses batch statistics.
+Self-Tuning Networks' ``eval()`` is no guide here: its networks have no BatchNorm. Measured with
+centred input, the harmful-op check came out no better with ``train`` (2 of 4 seeds at 8
+epochs, 1 of 4 at 20), so the default stays ``eval``. φV starts at N(0, 0.01²)
+(``hyper_v_init``): 0 gave no clearer signal.
 
 Choices the paper leaves open, with their defaults: ``warmup_epochs=0`` (STN warms up with
-hypernetwork steps only; the paper does not), ``val_bn_mode='eval'``; during warm-up the
-validation batches are still evaluated (no step) so the log shows comparable losses.
+hypernetwork steps only; the paper does not; 2 or 4 warm-up epochs did not help the
+harmful-op check); during warm-up the validation batches are still evaluated (no step) so the
+log shows comparable losses.
+
+Schedule: entry e is the λ in effect during epoch e, recorded at its start; entry 0 is the
+starting policy (the default's, or ``init``'s: a warm start from a schedule's epoch).
 
 Reproducibility: the batch order of epoch e is a function of (seed, e) only
 (``DeviceLoader.set_epoch``); the noise/augmentation generator, torch's global generators,
@@ -56,7 +72,7 @@ from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn,
 from . import space
 from .data import BaselinePipeline, ImageSplits, load_dataset, make_loader
 from .errors import HbaError
-from .checkpoint import checkpoint_bytes, read_checkpoint
+from .checkpoint import checkpoint_bytes, network_bytes, read_checkpoint
 from .files import atomic_write_bytes, atomic_write_json, atomic_write_text, dataclass_csv_text
 from .hyper import to_hypernetwork
 from .nets import MODEL_NAMES, build_model
@@ -69,6 +85,7 @@ from .schedule import Provenance, Schedule, save_schedule
 CHECKPOINT_FORMAT = "hba-search-checkpoint"
 CHECKPOINT_VERSION = 2   # 2: λ0 saved; schedule entry e = λ at the start of epoch e
 CHECKPOINT_NAME = "checkpoint.pt"
+NETWORK_NAME = "network.pt"   # the plain network at the final λ (Algorithm 1's θ̂φ(λ))
 SCHEDULE_NAME = "schedule.json"
 CONFIG_NAME = "config.json"
 LOG_NAME = "log.csv"
@@ -320,6 +337,15 @@ class SearchEngine:
 
     # -- λ as the schedule sees it ------------------------------------------------------------
 
+    def plain_network(self) -> torch.nn.Module:
+        """θ̂φ(λ) as a plain ``cfg.model``: every hyper-layer fixed at the current λ (fed as the
+        hyper-layers see it, λ − λ0 when centred), in eval mode."""
+        self.hypernet.eval()
+        try:
+            return self.hypernet.to_plain(self.hyper_input(self.lam.detach()))
+        finally:
+            self.hypernet.train()
+
     def physical(self) -> tuple[np.ndarray, np.ndarray]:
         """Current λ as physical probabilities (30,) and magnitudes (30,), NaN for prob-only."""
         values = space.lambda_to_physical(self.lam.detach().cpu().double().numpy())
@@ -516,8 +542,20 @@ class SearchProgress:
             self.console.print(text, soft_wrap=True)
 
 
+def _check_dir(path: Path, what: str) -> None:
+    """Fail now if ``path`` could not be created or written, without creating anything: a
+    command that fails later (say, on its data) leaves no folder behind."""
+    existing = path
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if not existing.is_dir():
+        raise HbaError(f"cannot create the {what} {path}: {existing} is not a folder")
+    if not os.access(existing, os.W_OK):
+        raise HbaError(f"the {what} {path} is not writable ({existing})")
+
+
 def _prepare_dir(path: Path, what: str) -> None:
-    """Create ``path`` now, so an unwritable place fails before the search, not after it."""
+    """Create ``path`` (once the search is about to write into it)."""
     try:
         path.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
@@ -624,7 +662,8 @@ def run_search(cfg: SearchConfig, out: Path, run_dir: Path, resume: bool = False
     """Run (or resume) an HBA search; write the schedule to ``out`` and return it.
 
     Run directory: ``config.json`` (resolved config), ``checkpoint.pt`` (after every epoch),
-    ``schedule.json`` (the schedule so far, after every epoch), ``log.csv`` (one row per epoch).
+    ``schedule.json`` (the schedule so far, after every epoch), ``log.csv`` (one row per epoch),
+    and at the end ``network.pt`` (the state dict of ``cfg.model`` at the final λ).
     ``on_epoch_end`` is called after each epoch's files are written (tests use it to interrupt).
     """
     session_start = time.perf_counter()
@@ -636,11 +675,13 @@ def run_search(cfg: SearchConfig, out: Path, run_dir: Path, resume: bool = False
     device = resolve_device(cfg.device)
     starting_lambda(cfg)   # a bad --init fails now, not after the data are loaded
     payload = _read_checkpoint(checkpoint_path, cfg, device) if resume else None
-    _prepare_dir(run_dir, "run directory")
-    _prepare_dir(out.parent, "directory of --out")
+    _check_dir(run_dir, "run directory")
+    _check_dir(out.parent, "directory of --out")
 
     seed_everything(cfg.seed)
     splits = load_dataset(cfg.dataset, cfg.data_dir, cfg.train_size, cfg.val_size, cfg.split_seed)
+    _prepare_dir(run_dir, "run directory")
+    _prepare_dir(out.parent, "directory of --out")
     with _file_errors_explained(), cpu_threads(device):
         run = SearchRun(cfg, splits, device, run_dir, command_line, payload, session_start)
         atomic_write_json(run_dir / CONFIG_NAME, cfg.model_dump(mode="json"))
@@ -654,6 +695,7 @@ def run_search(cfg: SearchConfig, out: Path, run_dir: Path, resume: bool = False
         schedule = run.schedule()
         save_schedule(schedule, out)
         save_schedule(schedule, run_dir / SCHEDULE_NAME)
+        atomic_write_bytes(run_dir / NETWORK_NAME, network_bytes(run.engine.plain_network()))
     epochs = f"{run.state.epochs_done} epoch{'s' * (run.state.epochs_done != 1)}"
     bar.print(f"schedule written to {out} ({epochs}, search time "
               f"{_format_duration(run.state.elapsed_seconds)}; run files in {run_dir})")

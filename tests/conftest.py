@@ -1,4 +1,8 @@
-"""Shared fixtures: small slices of the real CIFAR-10 copy in ../shared/datasets."""
+"""Shared fixtures: slices of real CIFAR-10 images from the small copy shipped in tests/data/.
+
+tests/data/cifar10-jpeg.tar.gz (1,200 images, see tests/data/README.md) is always used, so the
+results do not depend on the machine; the full 60,000-image archive in ../shared/datasets is
+optional and only read by the few tests that need the full dataset (skipped without it)."""
 
 from __future__ import annotations
 
@@ -11,18 +15,25 @@ import pytest
 from PIL import Image
 
 ROOT = Path(__file__).resolve().parents[1]
-SHARED_DATASETS = ROOT.parent / "shared" / "datasets"
-CIFAR_ARCHIVE = SHARED_DATASETS / "cifar10-jpeg.tar.gz"
+TEST_DATA = ROOT / "tests" / "data"
+CIFAR_ARCHIVE = TEST_DATA / "cifar10-jpeg.tar.gz"        # shipped: 100 train, 20 test per class
+SHARED_DATASETS = ROOT.parent / "shared" / "datasets"     # optional: the full archive
+FULL_CIFAR_ARCHIVE = SHARED_DATASETS / "cifar10-jpeg.tar.gz"
 CIFAR_CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse",
                  "ship", "truck")
 
 
+def _shipped_archive() -> Path:
+    if not CIFAR_ARCHIVE.is_file():
+        pytest.fail(f"the test data {CIFAR_ARCHIVE} is missing (rebuild it with "
+                    "tests/data/make_fixture.py)")
+    return CIFAR_ARCHIVE
+
+
 def _read_cifar_slice(per_class: int) -> dict[str, np.ndarray]:
     """The first `per_class` train and test images of every class, decoded with PIL."""
-    if not CIFAR_ARCHIVE.is_file():
-        pytest.fail(f"the test data {CIFAR_ARCHIVE} is missing (see ../shared/datasets/README.md)")
     picked: dict[tuple[str, str], list[np.ndarray]] = {}
-    with tarfile.open(CIFAR_ARCHIVE, "r:gz") as tar:
+    with tarfile.open(_shipped_archive(), "r:gz") as tar:
         for member in tar:
             parts = member.name.split("/")
             if len(parts) != 3 or not member.isfile():
@@ -49,9 +60,17 @@ def cifar_slice() -> dict[str, np.ndarray]:
 
 @pytest.fixture(scope="session")
 def cifar_archive() -> Path:
-    if not CIFAR_ARCHIVE.is_file():
-        pytest.fail(f"the test data {CIFAR_ARCHIVE} is missing")
-    return CIFAR_ARCHIVE
+    """The shipped ImageFolder archive: train/<class>/NNNN.jpg (100), test/<class>/NNNN.jpg (20)."""
+    return _shipped_archive()
+
+
+@pytest.fixture(scope="session")
+def full_cifar_data_dir() -> Path:
+    """The folder holding the full CIFAR-10 archive; skips the test where it is absent."""
+    if not FULL_CIFAR_ARCHIVE.is_file():
+        pytest.skip(f"needs the full CIFAR-10 archive {FULL_CIFAR_ARCHIVE} (optional; 60,000 "
+                    "images, more than the 1,200 shipped in tests/data/)")
+    return SHARED_DATASETS
 
 
 @pytest.fixture(scope="module")

@@ -41,13 +41,13 @@ def test_search_flags_reach_the_resolved_config(monkeypatch, tmp_path):
                         lambda cfg, **kwargs: seen.setdefault("cfg", cfg))
     result = CliRunner().invoke(app, [
         "search", "--dataset", "digits", "--sigma", "0.5", "--train-steps", "3", "--val-steps",
-        "2", "--warmup-epochs", "1", "--val-bn-mode", "train", "--lr", "0.02", "--hyper-lr",
+        "2", "--warmup-epochs", "1", "--val-bn-mode", "eval", "--lr", "0.02", "--hyper-lr",
         "0.01", "--weight-decay", "0.001", "--lr-schedule", "constant",
         "--run-dir", str(tmp_path / "run")])
     assert result.exit_code == 0, result.output
     cfg = seen["cfg"]
     assert (cfg.sigma, cfg.train_steps, cfg.val_steps, cfg.warmup_epochs, cfg.val_bn_mode) == \
-        (0.5, 3, 2, 1, "train")
+        (0.5, 3, 2, 1, "eval")
     assert (cfg.lr, cfg.hyper_lr, cfg.weight_decay, cfg.lr_schedule) == \
         (0.02, 0.01, 0.001, "constant")
 

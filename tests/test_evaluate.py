@@ -223,3 +223,31 @@ def test_fresh_run_over_checkpoints_is_refused_through_the_cli(tmp_path, monkeyp
     monkeypatch.chdir(tmp_path)
     result = CliRunner().invoke(app, ["evaluate", "cutout", "--run-dir", str(ref_dir / "run")])
     assert_one_line_error(result, "--resume")
+
+
+def test_init_weights_start_the_network_from_a_state_dict(tmp_path):
+    """--init-weights: training starts from the file's weights (here with a learning rate too
+    small to move them), and a file for another network is refused before anything is written."""
+    from hbacli.nets import build_model
+
+    source = build_model("wrn16_1", 10)
+    with torch.no_grad():              # far from any seed's random init
+        for parameter in source.parameters():
+            parameter.add_(1.0)
+    torch.save(source.state_dict(), tmp_path / "network.pt")
+    evaluate(tmp_path, "run", tiny_config("none", epochs=1, lr=1e-9,
+                                          init_weights=str(tmp_path / "network.pt")))
+    trained = final_weights(tmp_path / "run")
+    for name, value in source.state_dict().items():
+        if value.is_floating_point() and "running" not in name:
+            assert torch.allclose(trained[name], value, atol=1e-6), name
+
+    torch.save(build_model("wrn28_2", 10).state_dict(), tmp_path / "other.pt")
+    for bad, message in [("other.pt", "does not fit wrn16_1"), ("missing.pt", "missing.pt")]:
+        result = CliRunner().invoke(app, [
+            "evaluate", "none", "--dataset", "digits", "--model", "wrn16_1", "--epochs", "1",
+            "--init-weights", str(tmp_path / bad), "--device", "cpu",
+            "--run-dir", str(tmp_path / f"bad-{bad}"), "--out", str(tmp_path / "bad.json")])
+        lines = result.output.strip().splitlines()
+        assert result.exit_code == 2 and len(lines) == 1 and message in lines[0], result.output
+        assert not (tmp_path / f"bad-{bad}").exists() and not (tmp_path / "bad.json").exists()

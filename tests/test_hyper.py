@@ -305,6 +305,33 @@ def test_to_plain_holds_theta_of_lambda_and_loads_into_the_original_network(imag
                                atol=1e-5, rtol=1e-5)
 
 
+@pytest.mark.parametrize("training", [False, True])
+def test_to_plain_follows_the_hypernetworks_mode_in_every_module(images, training):
+    """The plain network is in the hypernetwork's mode throughout: its rebuilt BatchNorm uses
+    running statistics in eval (and leaves them alone), batch statistics in training."""
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), train_bn_with_stats(8), nn.ReLU(),
+                        nn.Conv2d(8, 8, 3, padding=1), train_bn_with_stats(8), nn.ReLU(),
+                        nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(8, 10))
+    hyper = to_hypernetwork(net, "all", N_HYPER).train(training)
+    lam = lambdas(1)[0]
+    for plain in (hyper.to_plain(lam), hyper.to_plain()):
+        modes = {name or "(root)": m.training for name, m in plain.named_modules()}
+        assert modes == dict.fromkeys(modes, training)
+    layer = hyper.model[1]
+    assert isinstance(layer, HyperBatchNorm2d) and layer.to_plain(lam).training == training
+    plain = hyper.to_plain(lam)
+    before = {k: v.clone() for k, v in plain.state_dict().items()}
+    torch.testing.assert_close(plain(images), hyper(images, lam), atol=1e-5, rtol=1e-5)
+    after = plain.state_dict()
+    stats_moved = any(not torch.equal(after[k], before[k]) for k in before if "running" in k)
+    assert stats_moved == training   # eval: running statistics used and left as they were
+    if training:   # both took the same statistics step
+        for k, v in hyper.model.state_dict().items():
+            if "running" in k:
+                torch.testing.assert_close(after[k], v, atol=1e-6, rtol=1e-6)
+
+
 # --- the forward contract ---------------------------------------------------------------------
 
 def test_shared_lambda_broadcasts_and_nothing_leaks_between_calls(images):

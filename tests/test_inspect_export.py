@@ -110,8 +110,18 @@ def test_export_csv_agrees_with_schedule(tmp_path):
             assert set(column_m) == {""}
 
 
-# PBA's level → value rules, transcribed from arcelien/pba (augmentation_transforms.py), in our
-# units; PARAMETER_MAX = 10 and 32×32 images.
+# PBA's facts, restated independently of hbacli.export from arcelien/pba at commit
+# 950397f0afd8562cd05564f11c669ac6567b281d.
+# The order in which pba/data_utils.py `parse_policy` decodes each copy's 15 (probability,
+# level) pairs: the variable `HP_TRANSFORMS` of pba/augmentation_transforms_hp.py, read through
+# the OrderedDict `NAME_TO_TRANSFORM` (its keys are `HP_TRANSFORM_NAMES`).
+PBA_ORDER = ["Rotate", "TranslateX", "TranslateY", "Brightness", "Color", "Invert", "Sharpness",
+             "Posterize", "ShearX", "Solarize", "ShearY", "Equalize", "AutoContrast", "Cutout",
+             "Contrast"]
+
+
+# Level → value rules of pba/augmentation_transforms.py (`float_parameter`, `int_parameter`,
+# PARAMETER_MAX = 10), in our units; 32×32 images.
 def _pba_int(level, maxval):
     return int(level * maxval / 10)
 
@@ -124,66 +134,129 @@ PBA_VALUE = {
     **{op: (lambda L: 0.1 + L * 1.8 / 10) for op in ("Color", "Contrast", "Brightness",
                                                      "Sharpness")},
 }
-PBA_ORDER = ["AutoContrast", "Equalize", "Invert", "Rotate", "Posterize", "Solarize", "Color",
-             "Contrast", "Brightness", "Sharpness", "ShearX", "ShearY", "TranslateX",
-             "TranslateY", "Cutout"]
 
 
-def replay_pba_log(text: str, epochs: int) -> list[list[tuple[str, float, int]]]:
-    """What PBA's parse_log_schedule + parse_policy make of the file: one policy per epoch."""
-    raw = [ast.literal_eval(line) for line in text.splitlines()]
+def pba_max_level(name: str) -> int:
+    """`apply_policy` accepts levels 0..PARAMETER_MAX = 10; Posterize 10 keeps 0 bits, which
+    Pillow refuses."""
+    return 9 if name == "Posterize" else 10
+
+
+def replay_pba_log(text: str, epochs: int) -> list[list[tuple[str, int, float, int]]]:
+    """What PBA makes of the file with --hp_policy_epochs = --epochs = ``epochs``: per epoch, the
+    30 (op, copy, probability, level) of `parse_log_schedule` (multiplier 1) + `parse_policy`."""
+    raw = []
+    for line in text.splitlines(keepends=True):  # parse_log: JSON, else a Python literal
+        try:
+            raw.append(json.loads(line))
+        except ValueError:
+            raw.append(ast.literal_eval(line))
     for i in range(len(raw) - 1):
-        assert raw[i][0] == raw[i + 1][1], "PBA would truncate the log here"
-    segments = [[raw[0][3], raw[0][4]["hp_policy"]]]
+        assert raw[i][0] == raw[i + 1][1], "PBA would drop the lines up to here"
+    segments = [(raw[0][3], raw[0][4]["hp_policy"])]  # old config until the first clone epoch
     for i in range(len(raw) - 1):
-        segments.append([raw[i + 1][3] - raw[i][3], raw[i][5]["hp_policy"]])
-    segments.append([epochs - raw[-1][3], raw[-1][5]["hp_policy"]])
+        assert raw[i + 1][3] >= raw[i][3]
+        segments.append((raw[i + 1][3] - raw[i][3], raw[i][5]["hp_policy"]))
+    segments.append((epochs - raw[-1][3], raw[-1][5]["hp_policy"]))
     assert sum(n for n, _ in segments) == epochs
     per_epoch = [vector for n, vector in segments for _ in range(n)]
 
-    def parse(half):
-        return [(name, half[2 * k] / 10, half[2 * k + 1]) for k, name in enumerate(PBA_ORDER)]
-    return [parse(v[:30]) + parse(v[30:]) for v in per_epoch]
+    def parse_policy(half, copy):
+        assert len(half) == 2 * len(PBA_ORDER)
+        return [(name, copy, half[2 * k] / 10, half[2 * k + 1])
+                for k, name in enumerate(PBA_ORDER)]
+
+    decoded = []
+    for vector in per_epoch:  # data_utils splits the list in halves, one per copy
+        split = len(vector) // 2
+        decoded.append(parse_policy(vector[:split], 0) + parse_policy(vector[split:], 1))
+    return decoded
 
 
-def test_export_pba_replays_to_the_schedule(tmp_path):
-    out = tmp_path / "schedule.txt"
-    result = hba("export", EXAMPLE, "--format", "pba", "--epochs", 120, "--out", out)
-    assert result.exit_code == 0, result.output
-    schedule = stretch(load_schedule(EXAMPLE), 120)
-    policies = replay_pba_log(out.read_text(), schedule.epochs)
-    assert len(policies) == 120
+def pba_mismatches(policies, schedule) -> list[tuple[int, str, str]]:
+    """(epoch, op copy, what) wherever PBA's decoded policy is not the schedule's: a probability
+    off by more than rounding to tenths, a level outside PBA's range or not the nearest one."""
     probs, mags = schedule.probabilities(), schedule.magnitudes()
     index = {(oc.op.name, oc.copy): i for i, oc in enumerate(space.OP_COPIES)}
+    wrong = []
+    assert len(policies) == schedule.epochs
     for epoch, policy in enumerate(policies):
-        assert len(policy) == 30
-        for k, (name, probability, level) in enumerate(policy):
-            i = index[(name, k // 15)]
-            assert isinstance(level, int) and 0 <= level <= 9
-            assert abs(probability - probs[epoch, i]) <= 0.05 + 1e-9
-            if name not in PBA_VALUE:
-                assert level == 0
-                continue
-            errors = [abs(PBA_VALUE[name](L) - mags[epoch, i]) for L in range(10)]
-            assert errors[level] <= min(errors) + 1e-9, (epoch, name, level, mags[epoch, i])
+        assert sorted((name, copy) for name, copy, _, _ in policy) == sorted(index)
+        for name, copy, probability, level in policy:
+            i, label = index[(name, copy)], f"{name}#{copy}"
+            if abs(probability - probs[epoch, i]) > 0.05 + 1e-9:
+                wrong.append((epoch, label, "probability"))
+            if not (isinstance(level, int) and 0 <= level <= pba_max_level(name)):
+                wrong.append((epoch, label, "level range"))
+            elif name in PBA_VALUE:
+                errors = [abs(PBA_VALUE[name](L) - mags[epoch, i])
+                          for L in range(pba_max_level(name) + 1)]
+                if errors[level] > min(errors) + 1e-9:
+                    wrong.append((epoch, label, "level"))
+    return wrong
+
+
+@pytest.mark.parametrize("epochs", [None, 120])
+def test_export_pba_replays_to_the_schedule(tmp_path, epochs):
+    """Every epoch, decoded in PBA's order, holds the schedule's own values."""
+    out = tmp_path / "schedule.txt"
+    stretch_args = () if epochs is None else ("--epochs", epochs)
+    result = hba("export", EXAMPLE, "--format", "pba", *stretch_args, "--out", out)
+    assert result.exit_code == 0, result.output
+    schedule = load_schedule(EXAMPLE)
+    if epochs is not None:
+        schedule = stretch(schedule, epochs)
+    policies = replay_pba_log(out.read_text(), schedule.epochs)
+    assert pba_mismatches(policies, schedule) == []
+    changes = sum(a != b for a, b in zip(policies, policies[1:]))
+    assert len(out.read_text().splitlines()) == changes + 1  # a line per policy change
+
+
+def constant_schedule(directory: Path, magnitudes: dict[str, float]) -> Path:
+    """The example with every magnitude constant: ``magnitudes[op]``, else the op's low end."""
+    document = json.loads(EXAMPLE.read_text())
+    for series in document["ops"]:
+        if series["magnitude"] is not None:
+            value = magnitudes.get(series["op"], series["low"])
+            series["magnitude"] = [value] * document["epochs"]
+    source = directory / "constant.json"
+    source.write_text(json.dumps(document))
+    return source
+
+
+def exported_levels(tmp_path, magnitudes: dict[str, float]) -> dict[tuple[str, int], int]:
+    source = constant_schedule(tmp_path, magnitudes)
+    out = tmp_path / "constant.txt"
+    assert hba("export", source, "--format", "pba", "--out", out).exit_code == 0
+    policy = replay_pba_log(out.read_text(), load_schedule(source).epochs)[0]
+    return {(name, copy): level for name, copy, _, level in policy}
 
 
 def test_export_pba_levels_of_known_magnitudes(tmp_path):
-    """Hand-checked: 15° → level 5, 0.45 of 32 px (14.4 px) → 9, factor 1.0 → 5."""
-    document = json.loads(EXAMPLE.read_text())
-    for series in document["ops"]:
-        series["magnitude"] = None if series["magnitude"] is None else \
-            [{"Rotate": 15.0, "TranslateX": 0.45, "Color": 1.0, "Posterize": 6.0,
-              "Cutout": 0.1}.get(series["op"], series["low"])] * document["epochs"]
-    source = tmp_path / "fixed.json"
-    source.write_text(json.dumps(document))
-    out = tmp_path / "fixed.txt"
-    assert hba("export", source, "--format", "pba", "--out", out).exit_code == 0
-    lines = out.read_text().splitlines()
-    vector = ast.literal_eval(lines[0])[5]["hp_policy"]
-    level = {name: vector[2 * k + 1] for k, name in enumerate(PBA_ORDER)}
-    assert (level["Rotate"], level["TranslateX"], level["Color"], level["Posterize"],
-            level["Cutout"], level["ShearX"]) == (5, 9, 5, 5, 2, 0)  # cutout 3.2 px → 2 px
+    """Hand-checked: 15° → level 5, factor 1.0 → 5, 6 bits removed → 5, 0.1 of 32 px (3.2 px)
+    → 2 (4 px)."""
+    level = exported_levels(tmp_path, {"Rotate": 15.0, "Color": 1.0, "Posterize": 6.0,
+                                       "Cutout": 0.1})
+    for copy in (0, 1):
+        assert (level["Rotate", copy], level["Color", copy], level["Posterize", copy],
+                level["Cutout", copy], level["ShearX", copy]) == (5, 5, 5, 2, 0)
+
+
+def test_export_pba_reaches_level_10_but_posterize_stops_at_9(tmp_path):
+    """Our top magnitudes become PBA's level 10, the most apply_policy accepts, except Posterize:
+    our 8 bits removed become PBA's 7 (levels 8 and 9 both; ties go low), as level 10 would keep
+    0 bits, which Pillow refuses."""
+    top = {op.name: op.high for op in space.OPS if op.has_magnitude}
+    level = exported_levels(tmp_path, top)
+    for (name, copy), value in level.items():
+        if name not in PBA_VALUE:
+            assert value == 0
+        elif name == "Posterize":
+            assert value <= 9 and PBA_VALUE[name](value) == 7, value
+        elif name == "Cutout":  # 0.2 of 32 px = 6.4 px: PBA's 6 px
+            assert value == 3
+        else:
+            assert value == 10, (name, copy, value)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -236,9 +309,9 @@ def test_broken_files_fail_cleanly(tmp_path):
     for name, path in broken_files(inputs).items():
         assert_user_error(hba("inspect", path, "--png", outputs / "x.png"), path.name,
                           expected[name])
-        for fmt in ("json", "csv", "pba"):
-            assert_user_error(hba("export", path, "--format", fmt, "--out", outputs / f"x.{fmt}"),
-                              path.name, expected[name])
+        for fmt, suffix in (("json", "json"), ("csv", "csv"), ("pba", "txt")):
+            assert_user_error(hba("export", path, "--format", fmt,
+                                  "--out", outputs / f"x.{suffix}"), path.name, expected[name])
     assert list(outputs.iterdir()) == []  # no output, no temp file
 
 
@@ -250,6 +323,15 @@ def test_bad_export_arguments(tmp_path):
     assert_user_error(hba("export", EXAMPLE, "--format", "csv", "--out", tmp_path), "cannot write")
     assert_user_error(hba("inspect", EXAMPLE, "--png", tmp_path), "cannot write")
     assert list(tmp_path.iterdir()) == []
+
+
+def test_export_pba_needs_a_txt_name(tmp_path):
+    """PBA reads --hp_policy as a schedule file only when the name ends in .txt."""
+    for name in ("schedule.pba", "schedule", "schedule.TXT", "schedule.txt.bak"):
+        assert_user_error(hba("export", EXAMPLE, "--format", "pba", "--out", tmp_path / name),
+                          "--out must end in .txt for --format pba", name)
+    assert list(tmp_path.iterdir()) == []
+    assert hba("export", EXAMPLE, "-f", "pba", "--out", tmp_path / "schedule.txt").exit_code == 0
 
 
 def test_example_is_reproducible():

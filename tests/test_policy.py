@@ -11,6 +11,7 @@ import torch
 from PIL import Image
 
 from hbacli import ops, ops_native, policy, space
+from hbacli.datasets import load_dataset
 from hbacli.errors import HbaError
 from hbacli.runtime import has_cpp_compiler
 
@@ -169,8 +170,8 @@ def test_seeded_reproducibility_and_shapes(cifar_slice):
     c = policy.augment_batch(x, p, m, torch.Generator().manual_seed(8))
     assert torch.equal(a, b) and not torch.equal(a, c)
     assert a.shape == x.shape and a.dtype == torch.uint8
-    f = policy.augment_batch(x.float(), p, m, torch.Generator().manual_seed(7))
-    assert f.dtype == torch.float32 and torch.equal(f, a.float())
+    f = policy.augment_batch(x.float() / 255, p, m, torch.Generator().manual_seed(7))
+    assert f.dtype == torch.float32 and torch.equal(f, a.float() / 255)
     with pytest.raises(HbaError):
         policy.augment_batch(x, torch.zeros(29), m)
 
@@ -265,3 +266,80 @@ def test_pil_and_tensor_images_get_the_same_pixels(cifar_slice, kernels, monkeyp
         np.testing.assert_array_equal(from_tensor.numpy(), np.asarray(from_pil).transpose(2, 0, 1))
         changed += not torch.equal(from_tensor, tensor)
     assert changed >= 70  # K ≥ 1 for 80 % of images
+
+
+# ---- float images: torchvision's convention, [0, 1] -----------------------------------------
+
+@pytest.fixture(scope="module")
+def digits() -> torch.Tensor:
+    """64 real digit images, uint8 N×3×32×32."""
+    return load_dataset("digits", None, None, None, 0).train_images[:64]
+
+
+def _to_tensor_scale(images: torch.Tensor, dtype=torch.float32) -> torch.Tensor:
+    """uint8 → float in [0, 1] as torchvision's ToTensor does it (x / 255)."""
+    return images.to(dtype).div(255)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_float_images_in_0_1_are_augmented_at_their_scale(digits, dtype):
+    """A float batch in [0, 1] (ToTensor's output) gets the uint8 batch's pixels / 255, not
+    {0, 1} with grey 128 painted in; pixels no op changes come back bit-identical."""
+    p, m = torch.full((30,), 0.5), torch.tensor(_mid_magnitudes())
+    as_bytes = policy.augment_batch(digits, p, m, torch.Generator().manual_seed(3))
+    x = _to_tensor_scale(digits, dtype)
+    out = policy.augment_batch(x, p, m, torch.Generator().manual_seed(3))
+    assert out.dtype == dtype and out.shape == x.shape and out.is_contiguous()
+    assert torch.equal(out, _to_tensor_scale(as_bytes, dtype))
+    assert torch.equal(x, _to_tensor_scale(digits, dtype))   # the input is left alone
+    assert (as_bytes != digits).flatten(1).any(1).float().mean() > 0.5   # the test has teeth
+    assert 0.0 <= out.min() and out.max() <= 1.0 and len(out.unique()) > 100
+    # torchvision v2's scaling (x · (1/255), off by an ulp from x / 255): untouched pixels kept
+    v2 = torchvision_v2_scale(digits)
+    out_v2 = policy.augment_batch(v2, p, m, torch.Generator().manual_seed(3))
+    torch.testing.assert_close(out_v2, _to_tensor_scale(as_bytes), atol=1e-7, rtol=0)
+    untouched = as_bytes == digits
+    assert torch.equal(out_v2[untouched], v2[untouched])
+    # nothing applied: the batch comes back exactly, off-grid values included
+    noisy = (x + torch.rand(x.shape, generator=torch.Generator().manual_seed(0),
+                            dtype=dtype) / 1000).clamp(0, 1)
+    same = policy.augment_batch(noisy, torch.zeros(30), m, torch.Generator().manual_seed(3))
+    assert torch.equal(same, noisy)
+
+
+def torchvision_v2_scale(images: torch.Tensor) -> torch.Tensor:
+    from torchvision.transforms.v2.functional import to_dtype
+    return to_dtype(images, torch.float32, scale=True)
+
+
+@pytest.mark.parametrize("bad", ["0-255", "negative", "nan", "int16"])
+def test_float_images_outside_0_1_are_refused_not_changed(digits, bad):
+    x = {"0-255": digits.float(), "negative": digits.float() / 255 - 0.5,
+         "nan": (digits.float() / 255).index_fill(0, torch.tensor([3]), float("nan")),
+         "int16": digits.to(torch.int16)}[bad]
+    with pytest.raises(HbaError) as error:
+        policy.augment_batch(x, torch.full((30,), 0.5), torch.tensor(_mid_magnitudes()))
+    assert "\n" not in str(error.value) and ("[0, 1]" in str(error.value))
+    with pytest.raises(HbaError):
+        policy.augment_tensor(x[3], np.full(30, 0.5), _mid_magnitudes(), np.random.default_rng(0))
+
+
+@pytest.mark.parametrize("kernels", ["native", "torch"])
+def test_per_image_float_tensors_in_0_1_get_the_uint8_pixels(digits, kernels, monkeypatch):
+    """PolicyTransform / augment_tensor on a ToTensor-scaled image: the uint8 image's pixels
+    / 255, through the C kernels or the torch fallback alike."""
+    if kernels == "torch":
+        monkeypatch.setattr(ops_native, "library", lambda: None)
+    elif ops_native.library() is None:
+        pytest.skip("the C kernels could not be built here")
+    p, m = np.full(30, 0.8), _mid_magnitudes()
+    changed = 0
+    for i, image in enumerate(digits[:32]):
+        as_bytes = policy.augment_tensor(image, p, m, np.random.default_rng(i))
+        as_float = policy.augment_tensor(_to_tensor_scale(image), p, m, np.random.default_rng(i))
+        assert as_float.dtype == torch.float32
+        assert torch.equal(as_float, _to_tensor_scale(as_bytes))
+        changed += not torch.equal(as_bytes, image)
+    assert changed >= 16
+    out = policy.PolicyTransform(p, m, seed=0)(_to_tensor_scale(digits[0]))
+    assert out.dtype == torch.float32 and 0 <= out.min() and out.max() <= 1

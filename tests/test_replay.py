@@ -9,6 +9,7 @@ import torch
 from PIL import Image
 
 from hbacli import space
+from hbacli.errors import HbaError
 from hbacli.replay import ScheduleAugmenter, ScheduleTransform, derive_seed, schedule_tables
 from hbacli.schedule import Schedule
 
@@ -112,6 +113,44 @@ def test_augmenter_draws_depend_only_on_seed_and_epoch(images):
     c = ScheduleAugmenter(schedule, 4, seed=8)
     c.set_epoch(2)
     assert not torch.equal(c(images), first)
+
+
+@pytest.fixture(scope="module")
+def digits() -> torch.Tensor:
+    """64 real digit images, uint8 N×3×32×32."""
+    from hbacli.datasets import load_dataset
+    return load_dataset("digits", None, None, None, 0).train_images[:64]
+
+
+def test_augmenter_takes_float_images_in_0_1(digits):
+    """ToTensor-scaled batches are replayed at their scale: the uint8 batch's pixels / 255
+    (Invert on a [0, 1] image is 1 − x), never rounded to {0, 1}; 0–255 floats are refused."""
+    schedule = zero_then_invert()
+    as_float = digits.float() / 255
+    augmenter = ScheduleAugmenter(schedule, epochs=2, seed=3)
+    augmenter.set_epoch(0)
+    assert torch.equal(augmenter(as_float), as_float)
+    augmenter.set_epoch(1)
+    out = augmenter(as_float)
+    augmenter.set_epoch(1)
+    assert torch.equal(out, augmenter(digits).float() / 255)
+    inverted = (out == (255 - digits).float() / 255).flatten(1).all(1)
+    untouched = (out == as_float).flatten(1).all(1)
+    assert bool((inverted | untouched).all()) and 0.6 < inverted.float().mean().item() < 0.95
+    with pytest.raises(HbaError, match=r"\[0, 1\]"):
+        augmenter(digits.float())
+
+
+def test_transform_takes_float_tensors_in_0_1(digits):
+    transform = ScheduleTransform(zero_then_invert(), epochs=2, seed=0)
+    transform.set_epoch(1)
+    outputs = [transform(img.float() / 255) for img in digits[:20]]
+    for img, out in zip(digits[:20], outputs):
+        assert out.dtype == torch.float32
+        assert torch.equal(out, img.float() / 255) or torch.equal(out, (255 - img).float() / 255)
+    assert 8 <= sum(not torch.equal(o, i.float() / 255) for o, i in zip(outputs, digits)) < 20
+    with pytest.raises(HbaError, match=r"\[0, 1\]"):
+        transform(digits[0].float())
 
 
 def test_derived_seeds_differ_for_neighbouring_inputs():

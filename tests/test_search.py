@@ -130,7 +130,7 @@ def test_two_runs_with_one_seed_give_one_schedule_and_another_seed_another(tmp_p
 
 
 def test_warmup_epochs_train_the_hypernetwork_only(tmp_path):
-    cfg = tiny_config(epochs=3, warmup_epochs=1, val_bn_mode="train", train_size=64,
+    cfg = tiny_config(epochs=3, warmup_epochs=1, val_bn_mode="eval", train_size=64,
                       val_size=32)
     probabilities = search(tmp_path, "run", cfg).probabilities()
     initial, _ = space.split_physical(space.lambda_to_physical(space.initial_lambda()))
@@ -223,9 +223,12 @@ def test_lambda_moves_per_coordinate_not_all_together(tmp_path, seed):
     """The common-mode artefact of issue 11: fed raw logits (all ≈ −2.94), the hyper-layers make
     the mean of λ a global knob and all 54 coordinates rise together (measured on this tiny
     search, seeds 0–3: cos 0.82–0.94 with the all-ones direction, 47–52 of 54 rising). Fed
-    λ − λ0, they move both ways (cos −0.30…−0.03)."""
-    assert abs(_common_mode_share(tmp_path, "centred", seed=seed)) < 0.5
-    assert _common_mode_share(tmp_path, "raw", seed=seed, hyper_input="raw") > 0.7
+    λ − λ0, they move both ways (cos −0.30…−0.03). Eval-mode BatchNorm on the λ step, where the
+    artefact was found; the default (train mode) must not bring it back either."""
+    assert abs(_common_mode_share(tmp_path, "centred", seed=seed, val_bn_mode="eval")) < 0.5
+    assert abs(_common_mode_share(tmp_path, "default", seed=seed)) < 0.5
+    assert _common_mode_share(tmp_path, "raw", seed=seed, hyper_input="raw",
+                              val_bn_mode="eval") > 0.7
 
 
 @pytest.mark.parametrize("strategy", STRATEGIES)
@@ -367,3 +370,38 @@ def test_cli_explains_a_damaged_checkpoint_and_an_unwritable_out(tmp_path):
                                       str(tmp_path / "a-file" / "s.json"), "--run-dir",
                                       str(tmp_path / "other")])
     assert result.exit_code == 2 and "cannot create the directory of --out" in result.output
+    assert not (tmp_path / "other").exists()
+
+
+def test_a_search_whose_data_are_missing_leaves_no_folder_behind(tmp_path):
+    empty = tmp_path / "no-data"
+    empty.mkdir()
+    result = CliRunner().invoke(app, [
+        "search", "--dataset", "imagefolder:" + str(empty / "mine"), "--out",
+        str(tmp_path / "out" / "s.json"), "--run-dir", str(tmp_path / "runs" / "one")])
+    assert result.exit_code == 2 and len(result.output.strip().splitlines()) == 1, result.output
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["no-data"]
+
+
+def test_search_writes_the_plain_network_at_the_final_lambda(uninterrupted):
+    """network.pt: the state dict of --model holding θ̂φ(λ_final), loaded by the README's one
+    line, computes what the hypernetwork computes at the final λ (eval mode)."""
+    from hbacli.data import load_dataset
+    from hbacli.nets import build_model
+    from hbacli.search import CHECKPOINT_NAME, NETWORK_NAME
+
+    tmp, _ = uninterrupted
+    cfg = tiny_config()
+    network = build_model(cfg.model, 10)
+    network.load_state_dict(torch.load(tmp / "run" / NETWORK_NAME))   # the README's one line
+    network.eval()
+    splits = load_dataset(cfg.dataset, None, cfg.train_size, cfg.val_size, cfg.split_seed)
+    engine = SearchEngine(cfg, splits, torch.device("cpu"))
+    engine.load_state_dict(torch.load(tmp / "run" / CHECKPOINT_NAME, weights_only=True)["engine"])
+    assert not torch.equal(engine.lam, engine.lam_origin)          # λ moved: a real check
+    engine.hypernet.eval()
+    x = engine.pipeline.eval(splits.val_images[:16])
+    with torch.no_grad():
+        expected = engine.hypernet(x, engine.hyper_input(engine.lam))
+        assert torch.allclose(network(x), expected, atol=1e-5)
+        assert not torch.allclose(network(x), engine.hypernet(x, engine.lam), atol=1e-3)
