@@ -17,7 +17,7 @@
 Jobs (searches, evaluations) run in ``--jobs`` processes of one thread each. Everything is kept
 under ``--out`` (schedules, results, ``quality.json``); the last line printed is one JSON object.
 
-    python benchmarks/quality.py                          # all three, 3 seeds (~15 min, 2 cores)
+    python benchmarks/quality.py                          # all three, 3 seeds (~18 min, 2 cores)
     python benchmarks/quality.py --skip-accuracy          # checks 1 and 2 only
     python benchmarks/quality.py --set hyper_input=raw    # the same with any search setting
     python benchmarks/quality.py --dataset reduced-cifar10 --device cuda   # GPU scale
