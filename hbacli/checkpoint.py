@@ -25,7 +25,13 @@ def checkpoint_bytes(fmt: str, version: int, config: dict[str, Any], **payload: 
 
 def config_differences(saved: dict[str, Any], requested: dict[str, Any],
                        ignored: frozenset[str] = frozenset()) -> list[str]:
-    """'field: saved → requested' for every setting outside ``ignored`` that differs."""
+    """'field: saved → requested' for every setting outside ``ignored`` that differs.
+
+    Sizes are compared as the run uses them: train_size/val_size None (the dataset's) equals
+    the dataset's size typed out (``presets.effective_sizes``)."""
+    from .presets import effective_sizes
+
+    saved, requested = effective_sizes(saved), effective_sizes(requested)
     keys = sorted((set(saved) | set(requested)) - ignored)
     return [f"{k}: {saved.get(k)!r} → {requested.get(k)!r}"
             for k in keys if saved.get(k) != requested.get(k)]

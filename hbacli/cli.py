@@ -60,11 +60,12 @@ def _parse_seeds(text: str) -> list[int]:
     return seeds
 
 
-def _default_run_dir(name: str, resume: bool) -> Path:
-    """runs/NAME-YYYYmmdd-HHMMSS for a new run; with --resume, the newest such folder."""
+def _default_run_dir(name: str, resume: bool, checkpoints: str) -> Path:
+    """runs/NAME-YYYYmmdd-HHMMSS for a new run; with --resume, the newest such folder that
+    holds a checkpoint (``checkpoints``: a glob inside the run directory)."""
     name = "".join(c if c.isalnum() or c in "._+-" else "_" for c in name)
     if resume:
-        earlier = sorted(Path("runs").glob(f"{name}-2*"))
+        earlier = [p for p in sorted(Path("runs").glob(f"{name}-2*")) if any(p.glob(checkpoints))]
         if earlier:
             return earlier[-1]
     return Path("runs") / f"{name}-{time.strftime('%Y%m%d-%H%M%S')}"
@@ -85,7 +86,7 @@ def search(
     dataset: str = typer.Option(..., help="digits, reduced-cifar10, cifar10, reduced-cifar100, "
                                 "cifar100, reduced-svhn, svhn, reduced-imagenet, imagenet, or "
                                 "imagefolder:PATH. Brings the paper's Table 8 settings."),
-    data_dir: Optional[Path] = typer.Option(None, help="Where datasets are found or downloaded "
+    data_dir: Optional[Path] = typer.Option(None, readable=False, help="Where datasets are found or downloaded "
                                             "(default: $HBA_DATA, else a user cache dir)."),
     model: Optional[str] = typer.Option(None, help="Network the hypernetwork is built from "
                                         "(default: the dataset's preset, e.g. wrn40_2)."),
@@ -121,7 +122,7 @@ def search(
     hyper_input: Optional[str] = typer.Option(None, help="What the hyper-layers are fed: "
                                               "centred (λ − λ0, default) or raw (λ, the paper's "
                                               "literal form); the same function family."),
-    init: Optional[Path] = typer.Option(None, help="Warm start: λ starts from this schedule's "
+    init: Optional[Path] = typer.Option(None, readable=False, help="Warm start: λ starts from this schedule's "
                                         "values (continue a search, or start from a policy you "
                                         "trust)."),
     init_epoch: Optional[int] = typer.Option(None, help="Which epoch of --init to start from "
@@ -129,10 +130,10 @@ def search(
     flip: Optional[bool] = typer.Option(None, "--flip/--no-flip", help=FLIP_FLAG_HELP),
     device: Optional[str] = typer.Option(None, help=DEVICE_HELP),
     compile: Optional[bool] = typer.Option(None, "--compile/--no-compile", help=COMPILE_FLAG_HELP),
-    config: Optional[Path] = typer.Option(None, help="YAML or JSON file of settings (any field "
+    config: Optional[Path] = typer.Option(None, readable=False, help="YAML or JSON file of settings (any field "
                                           "of the resolved config); flags override it."),
-    out: Path = typer.Option(Path("schedule.json"), help="Where the final schedule is written."),
-    run_dir: Optional[Path] = typer.Option(None, help="Checkpoints, per-epoch schedule, CSV log "
+    out: Path = typer.Option(Path("schedule.json"), readable=False, help="Where the final schedule is written."),
+    run_dir: Optional[Path] = typer.Option(None, readable=False, help="Checkpoints, per-epoch schedule, CSV log "
                                            "and resolved config (default: a new "
                                            "runs/search-DATASET-TIME; with --resume the newest)."),
     resume: bool = typer.Option(False, help="Continue the interrupted run in --run-dir."),
@@ -150,7 +151,7 @@ def search(
         init=None if init is None else str(init), init_epoch=init_epoch, flip=flip,
         device=device, compile=compile,
     )
-    run_dir = run_dir or _default_run_dir(f"search-{cfg.dataset}", resume)
+    run_dir = run_dir or _default_run_dir(f"search-{cfg.dataset}", resume, "checkpoint.pt")
     run_search(cfg, out=out, run_dir=run_dir, resume=resume, command_line=_command_line())
 
 
@@ -161,26 +162,28 @@ def evaluate(
                                  "autoaugment, randaugment, trivialaugment (torchvision's)."),
     model: Optional[str] = typer.Option(None, help="Target network, e.g. wrn40_2, "
                                         "shake26_2x96d (default: the dataset's usual one)."),
-    dataset: str = typer.Option("digits", help="Dataset name, as for search."),
-    data_dir: Optional[Path] = typer.Option(None, help="As for search."),
+    dataset: Optional[str] = typer.Option(None, help="Dataset name, as for search "
+                                          "(default: the --config file's, else digits)."),
+    data_dir: Optional[Path] = typer.Option(None, readable=False, help="As for search."),
     epochs: Optional[int] = typer.Option(None, help="Training epochs (default: Table 9); the "
                                          "schedule is stretched linearly to this length."),
     batch_size: Optional[int] = typer.Option(None, help="Batch size (default: Table 9)."),
     lr: Optional[float] = typer.Option(None, help="Learning rate (default: Table 9)."),
     weight_decay: Optional[float] = typer.Option(None, help="Weight decay (default: Table 9)."),
     train_size: Optional[int] = typer.Option(None, help="Training images (default: dataset's)."),
-    seeds: str = typer.Option("0", help="Comma-separated seeds, one trained model each, e.g. "
-                              "0,1,2,3,4; results report mean ± std."),
+    seeds: Optional[str] = typer.Option(None, help="Comma-separated seeds, one trained model "
+                                        "each, e.g. 0,1,2,3,4; results report mean ± std "
+                                        "(default: the --config file's, else 0)."),
     flip: Optional[bool] = typer.Option(None, "--flip/--no-flip", help=FLIP_FLAG_HELP),
-    init_weights: Optional[Path] = typer.Option(None, help="Start the network from this state "
+    init_weights: Optional[Path] = typer.Option(None, readable=False, help="Start the network from this state "
                                                 "dict instead of a random init, e.g. a "
                                                 "search's network.pt (same --model)."),
     device: Optional[str] = typer.Option(None, help=DEVICE_HELP),
     compile: Optional[bool] = typer.Option(None, "--compile/--no-compile", help=COMPILE_FLAG_HELP),
-    config: Optional[Path] = typer.Option(None, help="YAML or JSON file of settings; flags "
+    config: Optional[Path] = typer.Option(None, readable=False, help="YAML or JSON file of settings; flags "
                                           "override it."),
-    out: Path = typer.Option(Path("results.json"), help="Per-seed and summary results (JSON)."),
-    run_dir: Optional[Path] = typer.Option(None, help="Checkpoints and per-epoch CSV "
+    out: Path = typer.Option(Path("results.json"), readable=False, help="Per-seed and summary results (JSON)."),
+    run_dir: Optional[Path] = typer.Option(None, readable=False, help="Checkpoints and per-epoch CSV "
                                            "(default: a new runs/evaluate-DATASET-MODEL-POLICY-"
                                            "TIME; with --resume the newest)."),
     resume: bool = typer.Option(False, help="Continue interrupted seeds from --run-dir."),
@@ -194,18 +197,19 @@ def evaluate(
     cfg = resolve_evaluate_config(
         policy, dataset, model, config, data_dir=None if data_dir is None else str(data_dir),
         epochs=epochs, batch_size=batch_size, lr=lr, weight_decay=weight_decay,
-        train_size=train_size, seeds=_parse_seeds(seeds), flip=flip, device=device,
+        train_size=train_size, seeds=None if seeds is None else _parse_seeds(seeds), flip=flip, device=device,
         compile=compile, init_weights=None if init_weights is None else str(init_weights),
     )
     tag = Path(policy).stem if policy not in BASELINES else policy
-    run_dir = run_dir or _default_run_dir(f"evaluate-{cfg.dataset}-{cfg.model}-{tag}", resume)
+    run_dir = run_dir or _default_run_dir(f"evaluate-{cfg.dataset}-{cfg.model}-{tag}", resume,
+                                          "seed-*/checkpoint.pt")
     run_evaluation(cfg, out=out, run_dir=run_dir, resume=resume, command_line=_command_line())
 
 
 @app.command()
 @_user_errors
 def export(
-    schedule: Path = typer.Argument(..., help="A schedule file (hba-schedule JSON)."),
+    schedule: Path = typer.Argument(..., readable=False, help="A schedule file (hba-schedule JSON)."),
     format: str = typer.Option(..., "--format", "-f", help="json: the schedule itself, "
                                "validated (stretched with --epochs); csv: one row per epoch, "
                                "a probability and a magnitude column per op copy; pba: PBA's "
@@ -214,7 +218,7 @@ def export(
     epochs: Optional[int] = typer.Option(None, help="Stretch the schedule linearly to this "
                                          "many epochs first. For pba, PBA's training epochs "
                                          "(then --hp_policy_epochs the same) replay it exactly."),
-    out: Path = typer.Option(..., help="Output file (written atomically); for pba its name "
+    out: Path = typer.Option(..., readable=False, help="Output file (written atomically); for pba its name "
                              "must end in .txt, as PBA requires of --hp_policy files."),
 ) -> None:
     """Write a schedule in another format."""
@@ -227,8 +231,8 @@ def export(
 @app.command()
 @_user_errors
 def inspect(
-    schedule: Path = typer.Argument(..., help="A schedule file (hba-schedule JSON)."),
-    png: Optional[Path] = typer.Option(None, help="Also write the two panels as a PNG picture."),
+    schedule: Path = typer.Argument(..., readable=False, help="A schedule file (hba-schedule JSON)."),
+    png: Optional[Path] = typer.Option(None, readable=False, help="Also write the two panels as a PNG picture."),
 ) -> None:
     """Draw a schedule as the paper's Figure 4: magnitudes per epoch and a probability heat map."""
     from .plots import inspect_schedule

@@ -24,7 +24,9 @@ import io
 import json
 import logging
 import os
+import re
 import shutil
+import struct
 import tarfile
 import warnings
 import zipfile
@@ -58,7 +60,7 @@ IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 DIGITS_TEST_SIZE = 397
 DIGITS_TEST_SEED = 0               # fixed: the digits test set never depends on --split-seed
-CACHE_FORMAT = 1
+CACHE_FORMAT = 2                   # 2: 16-bit images scaled (v >> 8), no longer wrapped modulo 256
 
 
 @dataclass
@@ -492,6 +494,7 @@ class _Record:
     cls: str
     name: str
     payload: bytes | Path
+    where: str = ""      # names the file in messages: its path, or "ARCHIVE member MEMBER"
 
 
 def _is_image(name: str) -> bool:
@@ -499,41 +502,80 @@ def _is_image(name: str) -> bool:
     return not base.startswith(".") and base.lower().endswith(IMAGE_EXTENSIONS)
 
 
+def _empty_class_folder(folder: str) -> HbaError:
+    # Refused, not skipped: a class without images would silently drop out of the class list,
+    # shifting the label of every class after it and the number of outputs of the net.
+    return HbaError(f"empty class folder {folder}: no image files ({', '.join(IMAGE_EXTENSIONS)}) "
+                    "directly in it; add images or remove the folder (a class without images "
+                    "would shift the label of every class after it)")
+
+
 def _tree_records(root: Path) -> list[_Record]:
-    """train/<class>/<file> (and extra/, val/, test/) under a directory, names sorted."""
+    """train/<class>/<file> (and extra/, val/, test/) under a directory, names sorted.
+
+    HbaError for a class folder without images, or one that cannot be listed."""
     records = []
     for split in SPLIT_FOLDERS:
         split_dir = root / split
         if not split_dir.is_dir():
             continue
-        for class_dir in sorted(p for p in split_dir.iterdir()
-                                if p.is_dir() and not p.name.startswith(".")):
-            for entry in sorted(os.scandir(class_dir), key=lambda e: e.name):
+        try:
+            class_dirs = sorted(p for p in split_dir.iterdir()
+                                if p.is_dir() and not p.name.startswith("."))
+        except OSError as exc:
+            raise HbaError(f"cannot list folder {split_dir}: {exc.strerror or _one_line(exc)}") \
+                from None
+        for class_dir in class_dirs:
+            try:
+                entries = sorted(os.scandir(class_dir), key=lambda e: e.name)
+            except OSError as exc:
+                raise HbaError(f"cannot list folder {class_dir}: "
+                               f"{exc.strerror or _one_line(exc)}") from None
+            found = len(records)
+            for entry in entries:
                 if entry.is_file() and _is_image(entry.name):
-                    records.append(_Record(split, class_dir.name, entry.name, Path(entry.path)))
+                    records.append(_Record(split, class_dir.name, entry.name, Path(entry.path),
+                                           entry.path))
+            if len(records) == found:
+                raise _empty_class_folder(str(class_dir))
     return records
 
 
 def _archive_records(path: Path) -> list[_Record]:
     """Members …/<split>/<class>/<file> of a tar (any compression), read in one pass."""
     records = []
+    class_dirs: dict[tuple[str, ...], str] = {}     # (prefix…, split, class) → member name
+    filled, prefixes = set(), set()
     try:
         with tarfile.open(path, "r:*") as tar:
             for member in tar:
                 parts = PurePosixPath(member.name).parts
+                if (member.isdir() and len(parts) >= 2 and parts[-2] in SPLIT_FOLDERS
+                        and not parts[-1].startswith(".")):
+                    class_dirs[parts] = member.name
                 if (member.isfile() and len(parts) >= 3 and parts[-3] in SPLIT_FOLDERS
                         and _is_image(member.name)):
                     records.append(_Record(parts[-3], parts[-2], parts[-1],
-                                           tar.extractfile(member).read()))
+                                           tar.extractfile(member).read(),
+                                           f"{path} member {member.name}"))
+                    filled.add(parts[:-1])
+                    prefixes.add(parts[:-3])
     except (tarfile.TarError, OSError, EOFError) as exc:
         raise HbaError(f"cannot read archive {path}: {_one_line(exc)}") from None
+    for parts in sorted(set(class_dirs) - filled):
+        if parts[:-2] in prefixes:      # folders beside the data (another prefix) don't count
+            raise _empty_class_folder(f"{path} member {class_dirs[parts].rstrip('/')}")
     return sorted(records, key=lambda r: (r.split, r.cls, r.name))
 
 
 def _folder_records(path: Path) -> list[_Record]:
     if path.is_dir():
         return _tree_records(path)
-    if path.is_file() and tarfile.is_tarfile(path):
+    try:
+        is_tar = path.is_file() and tarfile.is_tarfile(path)
+    except OSError as exc:
+        raise HbaError(f"cannot read archive {path}: {exc.strerror or _one_line(exc)}") from None
+    if is_tar:
         return _archive_records(path)
     raise HbaError(f"{path} is neither a directory nor a .tar/.tar.gz archive")
 
@@ -552,6 +594,9 @@ def _pick_test_split(records: Sequence[_Record], where: Path) -> str:
 def _train_classes(records: Sequence[_Record], test_split: str, where: Path) -> list[str]:
     """The sorted class folders of train/ (ImageFolder's order); test classes must be among them."""
     classes = sorted({r.cls for r in records if r.split == "train"})
+    if len(classes) < 2:
+        raise HbaError(f"{where}: train/ has {len(classes)} class ({', '.join(classes)}); a "
+                       "classifier needs at least 2 classes (one folder of images per class)")
     unknown = sorted({r.cls for r in records if r.split == test_split} - set(classes))
     if unknown:
         raise HbaError(f"{where}: {test_split}/ has classes missing from train/: "
@@ -570,11 +615,11 @@ def _folder_pool(path: Path, source: _Source, cache: Path) -> _Pool:
     """An ImageFolder tree or archive, decoded once and cached."""
     # An archive is one file, keyed as such; a tree is keyed by its listing (cheap to take).
     if path.is_dir():
-        listing = [r.payload for r in _tree_records(path)]
-        if not listing:
+        records = _tree_records(path)
+        if not records:
             raise HbaError(f"no images found under {path} (ImageFolder layout: "
                            "train/<class>/*.jpg and test/<class>/*.jpg)")
-        key_files: Sequence[Path] = listing
+        key_files: Sequence[Path] = [r.payload for r in records]
     else:
         key_files = [path]
     params = {"side": source.side, "classes": source.class_subset,
@@ -596,7 +641,8 @@ def _decode_folder(path: Path, source: _Source) -> _Pool:
     test, test_labels = _label_records(records, classes, test_split)
     log.info("decoding %d images of %s (once; cached afterwards)", len(train) + len(test), path)
     # Train and test are decoded together so that they end up the same size.
-    images = decode_images([r.payload for r in train + test], source.side)
+    images = decode_images([r.payload for r in train + test], source.side,
+                           names=[r.where for r in train + test])
     return _Pool(classes, images[:len(train)], np.concatenate(train_labels),
                  images[len(train):], test_labels)
 
@@ -625,41 +671,97 @@ class _MixedSizes(Exception):
     """The images do not share one small size: decode again with resizing."""
 
 
+# Pillow's modes of 16-bit greys (and "I", 32-bit, read as 16-bit: older Pillows open 16-bit
+# grey PNGs so). Pillow's convert("RGB") clips them at 255; they are scaled like the rest.
+_SIXTEEN_BIT_MODES = ("I;16", "I;16B", "I;16L", "I;16N", "I")
+
+
 def decode_images(payloads: Sequence[bytes | Path], side: int | None = None,
-                  workers: int | None = None) -> np.ndarray:
+                  workers: int | None = None, names: Sequence[str] | None = None) -> np.ndarray:
     """Encoded images (bytes or paths) → uint8 N×3×H×W RGB.
 
     Without ``side``, images that all share one size of at most MAX_KEPT_SIDE keep it;
     otherwise every image is resized (shorter side) and centre-cropped to ``side`` (default
     MIXED_SIZE_SIDE). Native-size decoding uses torchvision's decoder (fast for small images);
     resizing uses PIL's JPEG draft mode, in worker processes when there are many images.
+
+    16 bits a channel become 8 by keeping the high byte (v >> 8) on every path: what Pillow
+    does itself for 16-bit RGB PNGs and torchvision's ``to_dtype(..., scale=True)`` does, so an
+    image's pixels never depend on the images beside it. ``names`` (paths by default) name the
+    images in errors: HbaError, one line, for an image that cannot be read, is empty, cannot
+    be decoded, or is over Pillow's decompression-bomb limit (a PNG or JPEG larger than
+    MAX_KEPT_SIDE goes straight to PIL, which checks the limit in the header before decoding).
     """
+    if names is None:
+        names = [str(p) if isinstance(p, Path) else f"#{i + 1} of {len(payloads)}"
+                 for i, p in enumerate(payloads)]
     if side is None:
         try:
-            return _decode_native(payloads)
+            return _decode_native(payloads, names)
         except _MixedSizes:
             side = MIXED_SIZE_SIDE
-    return _decode_resized(payloads, side, workers)
+    return _decode_resized(payloads, side, workers, names)
 
 
-def _torchvision_decode(payload: bytes | Path) -> np.ndarray:
+def _read(payload: bytes | Path, where: str) -> bytes:
+    if isinstance(payload, Path):
+        try:
+            payload = payload.read_bytes()
+        except OSError as exc:
+            raise HbaError(f"cannot read image {where}: {exc.strerror or _one_line(exc)}") \
+                from None
+    if not payload:
+        raise HbaError(f"image {where} is empty (0 bytes)")
+    return payload
+
+
+def _header_size(data: bytes) -> tuple[int, int] | None:
+    """(width, height) from a PNG's or JPEG's header, without decoding; None if not found."""
+    if data[:8] == b"\x89PNG\r\n\x1a\n" and data[12:16] == b"IHDR" and len(data) >= 24:
+        return struct.unpack(">II", data[16:24])
+    if data[:2] != b"\xff\xd8":
+        return None
+    i = 2
+    while i + 9 <= len(data) and data[i] == 0xFF:
+        marker = data[i + 1]
+        if marker == 0xFF:                                  # fill byte
+            i += 1
+        elif marker == 0x01 or 0xD0 <= marker <= 0xD8:      # markers without a segment
+            i += 2
+        elif 0xC0 <= marker <= 0xCF and marker not in (0xC4, 0xC8, 0xCC):   # SOFn
+            height, width = struct.unpack(">HH", data[i + 5:i + 9])
+            return width, height
+        elif marker == 0xDA:                                # scan data before any frame header
+            return None
+        else:
+            i += 2 + int.from_bytes(data[i + 2:i + 4], "big")
+    return None
+
+
+def _torchvision_decode(data: bytes) -> np.ndarray:
     """~2.5× faster than PIL on 32×32 JPEGs, same pixels (both libjpeg-turbo)."""
     from torchvision.io import ImageReadMode, decode_image
 
-    data = payload.read_bytes() if isinstance(payload, Path) else payload
     with warnings.catch_warnings():   # torchvision 0.29 deprecates its decoders for torchcodec
         warnings.simplefilter("ignore", DeprecationWarning)
-        return decode_image(torch.frombuffer(bytearray(data), dtype=torch.uint8),
-                            mode=ImageReadMode.RGB).numpy()
+        image = decode_image(torch.frombuffer(bytearray(data), dtype=torch.uint8),
+                             mode=ImageReadMode.RGB).numpy()
+    if image.dtype == np.uint16:      # 16-bit PNGs: the high byte, as _pil_rgb8 does
+        image = (image >> 8).astype(np.uint8)
+    return image
 
 
-def _decode_native(payloads: Sequence[bytes | Path]) -> np.ndarray:
+def _decode_native(payloads: Sequence[bytes | Path], names: Sequence[str]) -> np.ndarray:
     out: np.ndarray | None = None
     for i, payload in enumerate(payloads):
+        data = _read(payload, names[i])
+        size = _header_size(data)
+        if size is not None and max(size) > MAX_KEPT_SIDE:
+            raise _MixedSizes     # never decoded here: PIL resizes (draft mode, bomb limit)
         try:
-            image = _torchvision_decode(payload)
+            image = _torchvision_decode(data)
         except (RuntimeError, ImportError):   # a format (bmp, tiff…) or a torchvision without it
-            image = _pil_decode(payload, None)
+            image = _pil_decode(data, None, names[i])
         if out is None:
             if max(image.shape[1:]) > MAX_KEPT_SIDE:
                 raise _MixedSizes
@@ -672,33 +774,53 @@ def _decode_native(payloads: Sequence[bytes | Path]) -> np.ndarray:
     return out
 
 
-def _pil_decode(payload: bytes | Path, side: int | None) -> np.ndarray:
-    """One image with PIL, optionally shorter side → ``side`` and centre crop to side×side."""
-    from PIL import Image, ImageOps, UnidentifiedImageError
+def _pil_rgb8(im):
+    """A PIL image as 8-bit RGB; 16-bit greys by their high byte, not clipped at 255."""
+    from PIL import Image
 
+    if im.mode in _SIXTEEN_BIT_MODES:
+        grey = np.asarray(im)
+        if im.mode == "I":
+            grey = np.clip(grey, 0, 65535)
+        im = Image.fromarray((grey >> 8).astype(np.uint8))
+    return im if im.mode == "RGB" else im.convert("RGB")
+
+
+def _pil_decode(payload: bytes | Path, side: int | None, where: str | None = None) -> np.ndarray:
+    """One image with PIL, optionally shorter side → ``side`` and centre crop to side×side."""
+    from PIL import Image, ImageOps
+
+    if where is None:
+        where = str(payload) if isinstance(payload, Path) else "an archive member"
+    data = _read(payload, where)
     try:
-        with Image.open(payload if isinstance(payload, Path) else io.BytesIO(payload)) as im:
+        with Image.open(io.BytesIO(data)) as im:
             if side is not None:
                 im.draft("RGB", (side, side))   # JPEG: decode at the smallest scale ≥ side
-                im = ImageOps.fit(im.convert("RGB"), (side, side), Image.BICUBIC)
-            return np.asarray(im.convert("RGB")).transpose(2, 0, 1)
-    except (UnidentifiedImageError, OSError) as exc:
-        where = payload if isinstance(payload, Path) else "an archive member"
+                im = ImageOps.fit(_pil_rgb8(im), (side, side), Image.BICUBIC)
+            return np.asarray(_pil_rgb8(im)).transpose(2, 0, 1)
+    except Image.DecompressionBombError as exc:
+        found = re.search(r"\((\d+) pixels\)", str(exc))
+        pixels = f"{int(found.group(1)):,} pixels" if found else "too many pixels"
+        raise HbaError(f"image {where} has {pixels}, over Pillow's decompression-bomb limit of "
+                       f"{2 * (Image.MAX_IMAGE_PIXELS or 0):,} pixels (2 × "
+                       "PIL.Image.MAX_IMAGE_PIXELS); shrink it or leave it out") from None
+    except Exception as exc:   # Pillow raises many types for broken files (OSError, SyntaxError…)
         raise HbaError(f"cannot decode image {where}: {_one_line(exc)}") from None
 
 
-def _decode_resized(payloads: Sequence[bytes | Path], side: int,
-                    workers: int | None) -> np.ndarray:
+def _decode_resized(payloads: Sequence[bytes | Path], side: int, workers: int | None,
+                    names: Sequence[str]) -> np.ndarray:
     out = np.empty((len(payloads), 3, side, side), np.uint8)
     if workers is None:   # worker start-up only pays off for many (large) images
         workers = (os.cpu_count() or 1) if len(payloads) >= 5000 else 1
     if workers <= 1:
         for i, payload in enumerate(payloads):
-            out[i] = _pil_decode(payload, side)
+            out[i] = _pil_decode(payload, side, names[i])
         return out
     with ProcessPoolExecutor(max_workers=workers) as pool:
         sides = [side] * len(payloads)
-        for i, image in enumerate(pool.map(_pil_decode, payloads, sides, chunksize=256)):
+        for i, image in enumerate(pool.map(_pil_decode, payloads, sides, names, chunksize=256)):
             out[i] = image
     return out
 

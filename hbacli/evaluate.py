@@ -48,6 +48,7 @@ Run directory: ``config.json``, ``epochs.csv`` (one row per seed and epoch), and
 from __future__ import annotations
 
 import enum
+import hashlib
 import math
 import os
 import time
@@ -56,6 +57,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Callable, Iterator, Literal
 
+import numpy as np
 import torch
 import torch.distributed as dist
 import torch.nn.functional as F
@@ -66,6 +68,7 @@ from rich.table import Table
 
 from .errors import HbaError
 from .checkpoint import checkpoint_bytes, load_network_weights, read_checkpoint
+from .runs import RunFiles, file_errors_explained
 from .files import atomic_write_bytes, atomic_write_json, atomic_write_text, dataclass_csv_text
 from .policy import default_kernels
 from .presets import EvaluateConfig, dataset_family, lr_factor
@@ -107,6 +110,15 @@ class Policy:
     name: str                      # a baseline name, or "schedule"
     cutout: bool                   # whether the baseline pipeline ends with Cutout
     schedule: Any = None           # hbacli.schedule.Schedule for "schedule"
+    fingerprint: str | None = None  # sha256 of the schedule's values, as read at the start
+
+    def resume_settings(self, cfg: EvaluateConfig) -> dict[str, Any]:
+        """What a resumed seed must share with its checkpoint: the config, and for a schedule
+        its values (the file named in the config may have been edited since)."""
+        settings = cfg.model_dump(mode="json")
+        if self.fingerprint is not None:
+            settings["schedule_values_sha256"] = self.fingerprint
+        return settings
 
 
 def resolve_policy(text: str) -> Policy:
@@ -117,7 +129,10 @@ def resolve_policy(text: str) -> Policy:
 
     if not Path(text).exists():
         raise HbaError(f"'{text}' is neither a schedule file nor one of {', '.join(BASELINES)}")
-    return Policy(name="schedule", cutout=True, schedule=load_schedule(text))
+    schedule = load_schedule(text)
+    values = np.stack([schedule.probabilities(), schedule.magnitudes()])
+    return Policy(name="schedule", cutout=True, schedule=schedule,
+                  fingerprint=hashlib.sha256(np.ascontiguousarray(values).tobytes()).hexdigest())
 
 
 AUTOAUGMENT_POLICY_BY_FAMILY = {"cifar": "CIFAR10", "svhn": "SVHN", "digits": "SVHN",
@@ -507,18 +522,17 @@ def seed_checkpoint_path(run_dir: Path, seed: int) -> Path:
     return run_dir / f"seed-{seed}" / CHECKPOINT_NAME
 
 
-def check_run_dir(run_dir: Path, resume: bool) -> None:
-    existing = sorted(run_dir.glob(f"seed-*/{CHECKPOINT_NAME}"))
-    if existing and not resume:
-        raise HbaError(f"{run_dir} already holds an evaluation ({len(existing)} seed "
-                       "checkpoint(s)); pass --resume to continue it or choose another --run-dir")
+def run_files(run_dir: Path, out: Path, resume: bool) -> RunFiles:
+    return RunFiles(run_dir, out, checkpoints=f"seed-*/{CHECKPOINT_NAME}",
+                    reserved=(CONFIG_NAME, LOG_NAME, f"seed-*/{CHECKPOINT_NAME}"), resume=resume,
+                    what="evaluation")
 
 
-def seed_checkpoint_bytes(cfg: EvaluateConfig, seed: int, epochs_done: int,
+def seed_checkpoint_bytes(cfg: EvaluateConfig, policy: Policy, seed: int, epochs_done: int,
                           trainer: SeedTrainer, records: list[EpochRecord], train_seconds: float,
                           result: SeedResult | None) -> bytes:
     return checkpoint_bytes(
-        CHECKPOINT_FORMAT, CHECKPOINT_VERSION, cfg.model_dump(mode="json"), seed=seed,
+        CHECKPOINT_FORMAT, CHECKPOINT_VERSION, policy.resume_settings(cfg), seed=seed,
         epochs_done=epochs_done, **trainer.state_dict(), records=[asdict(r) for r in records],
         train_seconds=train_seconds,
         result=None if result is None else result.model_dump(mode="json"))
@@ -528,12 +542,13 @@ def save_checkpoint(path: Path, data: bytes) -> None:
     atomic_write_bytes(path, data)
 
 
-def read_seed_checkpoint(path: Path, cfg: EvaluateConfig) -> dict[str, Any] | None:
-    """The seed's checkpoint, or None when there is none; HbaError if it cannot be resumed."""
+def read_seed_checkpoint(path: Path, cfg: EvaluateConfig, policy: Policy) -> dict[str, Any] | None:
+    """The seed's checkpoint, or None when there is none; HbaError if it cannot be resumed
+    (other settings, or a schedule whose values changed since the run started)."""
     if not path.is_file():
         return None
     return read_checkpoint(path, CHECKPOINT_FORMAT, CHECKPOINT_VERSION,
-                           cfg.model_dump(mode="json"), RESUME_IGNORED_FIELDS, "evaluate")
+                           policy.resume_settings(cfg), RESUME_IGNORED_FIELDS, "evaluate")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -597,6 +612,11 @@ def results_table(results: EvaluationResults) -> Table:
 # The run
 # ---------------------------------------------------------------------------------------------
 
+_DIVERGED_ADVICE = ("lower --lr (now {cfg.lr:g}) or --weight-decay (now {cfg.weight_decay:g}); "
+                    "seeds finished before it are kept, and the run starts again with the new "
+                    "setting and another --run-dir")
+
+
 def _train_seed(cfg: EvaluateConfig, seed: int, data: TrainingData, policy: Policy,
                 device: torch.device, ranks: Ranks, run_dir: Path, payload: dict | None,
                 replay: ReplayMode, workers: int, bar: EvaluateProgress,
@@ -620,7 +640,7 @@ def _train_seed(cfg: EvaluateConfig, seed: int, data: TrainingData, policy: Poli
         seconds = time.perf_counter() - started
         if not math.isfinite(loss):
             raise HbaError(f"seed {seed}: training diverged in epoch {epoch + 1} (loss {loss}); "
-                           "try a lower --lr")
+                           f"{_DIVERGED_ADVICE.format(cfg=cfg)}")
         session_seconds += seconds
         session_images += images
         records.append(EpochRecord(epoch=epoch + 1, seed=seed, train_loss=loss,
@@ -628,7 +648,7 @@ def _train_seed(cfg: EvaluateConfig, seed: int, data: TrainingData, policy: Poli
                                    images_per_second=images / seconds,
                                    elapsed_seconds=seconds_before + session_seconds))
         if ranks.is_main:
-            save_checkpoint(path, seed_checkpoint_bytes(cfg, seed, epoch + 1, trainer, records,
+            save_checkpoint(path, seed_checkpoint_bytes(cfg, policy, seed, epoch + 1, trainer, records,
                                                         seconds_before + session_seconds, None))
         bar.advance()
         bar.print(epoch_line(records[-1], cfg.epochs))
@@ -636,13 +656,16 @@ def _train_seed(cfg: EvaluateConfig, seed: int, data: TrainingData, policy: Poli
     if records and math.isnan(loss):   # every epoch was done before this session
         loss, accuracy = records[-1].train_loss, records[-1].train_accuracy
     error, top5, test_loss = trainer.test()
+    if not math.isfinite(test_loss):   # before the seed is marked finished
+        raise HbaError(f"seed {seed}: the trained network's test loss is {test_loss} (training "
+                       f"diverged); {_DIVERGED_ADVICE.format(cfg=cfg)}")
     result = SeedResult(seed=seed, test_error=error, test_top5_error=top5, test_loss=test_loss,
                         train_loss=loss, train_accuracy=accuracy, epochs=cfg.epochs,
                         train_seconds=seconds_before + session_seconds,
                         images_per_second=session_images / session_seconds if session_seconds
                         else records[-1].images_per_second)
     if ranks.is_main:
-        save_checkpoint(path, seed_checkpoint_bytes(cfg, seed, cfg.epochs, trainer, records,
+        save_checkpoint(path, seed_checkpoint_bytes(cfg, policy, seed, cfg.epochs, trainer, records,
                                                     result.train_seconds, result))
     return result, records
 
@@ -675,7 +698,8 @@ def _run(cfg, out, run_dir, resume, command_line, progress, replay, workers, on_
          ranks: Ranks, device: torch.device, session_start: float) -> EvaluationResults:
     from .nets import MODEL_NAMES
 
-    ranks.from_main(lambda: check_run_dir(run_dir, resume))
+    files = run_files(run_dir, out, resume)
+    ranks.from_main(files.check)
     if cfg.model not in MODEL_NAMES:  # fail before a possibly long dataset download
         raise HbaError(f"unknown model '{cfg.model}' (known: {', '.join(MODEL_NAMES)})")
     dataset_family(cfg.dataset)
@@ -686,6 +710,22 @@ def _run(cfg, out, run_dir, resume, command_line, progress, replay, workers, on_
         load_network_weights(build_model(cfg.model, data.num_classes), Path(cfg.init_weights),
                              cfg.model)
     workers = default_workers(ranks) if workers is None else workers
+    ranks.from_main(files.acquire)   # rank 0 creates and locks the run directory
+    failed = True
+    try:
+        with file_errors_explained():
+            final = _run_seeds(cfg, out, run_dir, resume, command_line, progress, replay,
+                               workers, on_epoch_end, ranks, device, session_start, policy, data)
+        failed = False
+        return final
+    finally:
+        if ranks.is_main:
+            files.release(failed)
+
+
+def _run_seeds(cfg, out, run_dir, resume, command_line, progress, replay, workers, on_epoch_end,
+               ranks: Ranks, device: torch.device, session_start: float, policy: Policy,
+               data: TrainingData) -> EvaluationResults:
     if ranks.is_main:
         atomic_write_json(run_dir / CONFIG_NAME, cfg.model_dump(mode="json"))
 
@@ -720,7 +760,7 @@ def _run(cfg, out, run_dir, resume, command_line, progress, replay, workers, on_
             bar.print(COMPILING_NOTE)
         for seed in cfg.seeds:
             path = seed_checkpoint_path(run_dir, seed)
-            payload = ranks.from_main(lambda: read_seed_checkpoint(path, cfg) if resume else None)
+            payload = ranks.from_main(lambda: read_seed_checkpoint(path, cfg, policy) if resume else None)
             if payload is not None and payload["result"] is not None:
                 result = SeedResult(**payload["result"])
                 bar.print(f"seed {seed}: finished earlier, test error {result.test_error:.2f}%")

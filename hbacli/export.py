@@ -1,8 +1,8 @@
 """`hba export`: a schedule in another format — json, csv or PBA's schedule text.
 
 All formats are made from the validated schedule, stretched first when ``epochs`` is given
-(see ``hbacli.schedule.stretch``). The whole output is built in memory and written atomically,
-so a failure never leaves a file behind.
+(see ``hbacli.schedule.stretch``; at most ``MAX_EPOCHS``, 10,000). The whole output is built in
+memory and written atomically, so a failure never leaves a file behind.
 
 json
     The schedule itself (format "hba-schedule", version 1), validated and re-written.
@@ -64,7 +64,8 @@ import numpy as np
 from . import space
 from .errors import HbaError
 from .files import atomic_write_text
-from .schedule import Schedule, load_schedule, schedule_json_text, stretch
+from .schedule import (MAX_EPOCHS, MAX_EPOCHS_REASON, Schedule, load_schedule,
+                       schedule_json_text, stretch)
 
 # The order in which PBA decodes each copy's 15 (probability, level) pairs: ``parse_policy``
 # (pba/data_utils.py) walks ``HP_TRANSFORM_NAMES``, the keys of ``NAME_TO_TRANSFORM``, an
@@ -116,6 +117,9 @@ def export_schedule(schedule_path: str | Path, fmt: str, out: str | Path,
         raise HbaError(f"unknown export format '{fmt}' (valid: {', '.join(_FORMATS)})")
     if epochs is not None and epochs < 1:
         raise HbaError(f"--epochs must be at least 1, got {epochs}")
+    if epochs is not None and epochs > MAX_EPOCHS:
+        raise HbaError(f"--epochs must be at most {MAX_EPOCHS}, got {epochs} "
+                       f"({MAX_EPOCHS_REASON})")
     if fmt == "pba" and not Path(out).name.endswith(PBA_FILE_SUFFIX):
         raise HbaError(f"--out must end in {PBA_FILE_SUFFIX} for --format pba (PBA reads "
                        f"--hp_policy as a schedule file only then), got {out}")

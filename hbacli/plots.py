@@ -8,7 +8,9 @@ A short table follows: provenance, and the five most probable op copies at the s
 end of training.
 
 Drawing is pure (schedule → rich renderables, schedule → PIL image); ``inspect_schedule`` only
-loads, prints and writes. The terminal drawing fits 80 columns; the PNG uses Pillow alone.
+loads, prints and writes. The terminal drawing takes the console's width, at most 80 columns
+and at least ``MIN_WIDTH`` (36); a narrower console gets a one-line note instead of the drawing.
+The PNG uses Pillow alone.
 """
 
 from __future__ import annotations
@@ -30,9 +32,10 @@ from .files import atomic_write_bytes
 from .schedule import Schedule, load_schedule, stretch_positions
 
 MAX_WIDTH = 80
-MIN_WIDTH = 50
 LABEL_WIDTH = 14  # "AutoContrast#0"
 MARGIN = LABEL_WIDTH + 2  # label, space, axis character
+MIN_COLUMNS = 20  # the fewest plot columns worth drawing (10 epochs each for 200 epochs)
+MIN_WIDTH = MARGIN + MIN_COLUMNS
 LINE_ROWS = 8  # height of the line plot in characters (4 braille dots each)
 SHADES = " ░▒▓█"  # heat map without colour, lightest to darkest
 TOP_N = 5
@@ -222,7 +225,7 @@ def heatmap_panel(schedule: Schedule, width: int, colour: bool) -> Text:
         text.append("\n")
     text.append_text(epoch_axis(schedule.epochs, columns))
     text.append("\n")
-    text.append_text(legend(top, colour))
+    text.append_text(legend(top, colour, width))
     return text
 
 
@@ -236,20 +239,31 @@ def shade_cells(fractions: np.ndarray, colour: bool) -> Text:
     return cells
 
 
-def legend(top: float, colour: bool) -> Text:
-    """The heat map's scale: a colour bar from 0 to ``top``, or what each shade stands for."""
+def legend(top: float, colour: bool, width: int = MAX_WIDTH) -> Text:
+    """The heat map's scale: a colour bar from 0 to ``top``, or what each shade stands for.
+
+    Fits ``width`` columns: the bar shortens, the shades continue on further lines.
+    """
     text = Text()
     text.append(f"{'probability':>{LABEL_WIDTH}}  ", style="dim")
+    room = width - MARGIN
     if colour:
-        bar_width = 24
+        end = f" {top:.2f}"
+        bar_width = max(4, min(24, room - 2 - len(end)))
         text.append("0 ", style="dim")
         text.append_text(shade_cells((np.arange(bar_width) + 0.5) / bar_width, colour))
-        text.append(f" {top:.2f}", style="dim")
+        text.append(end, style="dim")
         return text
     bounds = np.arange(1, len(SHADES)) * top / len(SHADES)
-    text.append(f"blank <{bounds[0]:.2f}", style="dim")
-    for shade, bound in zip(SHADES[1:], bounds):
-        text.append(f"  {shade} ≥{bound:.2f}", style="dim")
+    entries = [f"blank <{bounds[0]:.2f}"] + [f"{shade} ≥{bound:.2f}"
+                                             for shade, bound in zip(SHADES[1:], bounds)]
+    used = 0
+    for entry in entries:
+        if used and used + 2 + len(entry) > room:
+            text.append("\n" + " " * MARGIN)
+            used = 0
+        text.append(("  " if used else "") + entry, style="dim")
+        used += (2 if used else 0) + len(entry)
     return text
 
 
@@ -422,10 +436,14 @@ def inspect_schedule(path: str | Path, png: str | Path | None = None,
     """Print the schedule at ``path`` as Figure 4 (+ tables); also write it as a PNG if asked."""
     schedule = load_schedule(path)
     console = console or Console()
-    width = max(MIN_WIDTH, min(console.width, MAX_WIDTH))
+    width = min(console.width, MAX_WIDTH)
     colour = console.color_system is not None and not console.no_color
-    for renderable in schedule_renderables(schedule, str(path), width, colour):
-        console.print(renderable, width=width)
+    if width < MIN_WIDTH:
+        console.print(f"too narrow to draw: {width} columns, needs {MIN_WIDTH} (or use --png)",
+                      overflow="fold")
+    else:
+        for renderable in schedule_renderables(schedule, str(path), width, colour):
+            console.print(renderable, width=width)
     if png is not None:
         write_png(render_png(schedule, str(path)), png)
         console.print(f"wrote {png}")

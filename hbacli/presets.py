@@ -11,9 +11,10 @@ from __future__ import annotations
 import json
 import math
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import (BaseModel, BeforeValidator, ConfigDict, Field, Strict, ValidationError,
+                      field_validator, model_validator)
 
 from .errors import HbaError
 
@@ -30,8 +31,33 @@ FLIP_HELP = ("random horizontal flip in the baseline pipeline (None: the dataset
              "default: on for CIFAR, ImageNet and imagefolder, off for SVHN and digits)")
 
 
+def _no_bool(value: Any) -> Any:
+    if isinstance(value, bool):
+        raise ValueError("Input should be a number, not true/false")
+    return value
+
+
+# The value types of every setting. Floats are finite (inf or NaN in --lr or `lr: .inf` would
+# only fail later, writing JSON) and not booleans; a string YAML gives for `1e-3` is read as a
+# number. Integers are strict: not booleans (`epochs: true` is no epoch count), not floats, not
+# strings. Seeds fit what torch (below 2**64) and our 63-bit seed mixing take, and numpy (>= 0).
+Real = Annotated[float, BeforeValidator(_no_bool)]
+Integer = Annotated[int, Strict()]
+SEED_LIMIT = 2**63
+Seed = Annotated[int, Strict(), Field(ge=0, lt=SEED_LIMIT)]
+Milestone = Annotated[int, Strict(), Field(ge=1)]
+
+
+def _increasing_milestones(milestones: list[int]) -> list[int]:
+    if any(b <= a for a, b in zip(milestones, milestones[1:])):
+        raise ValueError(f"must increase strictly (the epochs at which the lr drops tenfold), "
+                         f"got {milestones}")
+    return milestones
+
+
 class _Config(BaseModel):
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+    # allow_inf_nan=False: every float field of every config refuses inf and NaN.
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, allow_inf_nan=False)
 
 
 class SearchConfig(_Config):
@@ -39,24 +65,25 @@ class SearchConfig(_Config):
 
     dataset: str
     data_dir: str | None = Field(None, description="where datasets are looked for / cached")
-    train_size: int | None = Field(None, gt=0, description="training images (None: dataset's)")
-    val_size: int | None = Field(None, gt=0, description="validation images (None: dataset's)")
-    split_seed: int = Field(0, description="seed of the train/validation split")
+    train_size: Integer | None = Field(None, gt=0, description="training images (None: dataset's)")
+    val_size: Integer | None = Field(None, gt=0, description="validation images (None: dataset's)")
+    split_seed: Seed = Field(0, description="seed of the train/validation split")
     model: str
     strategy: Strategy = "1st-bn"
-    epochs: int = Field(gt=0)
-    batch_size: int = Field(128, gt=0)
-    lr: float = Field(gt=0, description="α: SGD learning rate of the hypernetwork")
+    epochs: Integer = Field(gt=0)
+    batch_size: Integer = Field(128, gt=0)
+    lr: Real = Field(gt=0, description="α: SGD learning rate of the hypernetwork")
     lr_schedule: LrSchedule = "cosine"
-    lr_milestones: list[int] = Field(default_factory=list, description="epochs of ×0.1 (step)")
-    momentum: float = Field(0.9, ge=0, lt=1)
+    lr_milestones: list[Milestone] = Field(default_factory=list,
+                                           description="epochs of ×0.1 (step), increasing")
+    momentum: Real = Field(0.9, ge=0, lt=1)
     nesterov: bool = True
-    weight_decay: float = Field(ge=0)
-    hyper_lr: float = Field(gt=0, description="α': Adam learning rate of λ (constant)")
-    sigma: float = Field(1.0, ge=0, description="std of the per-example perturbation ε of λ")
-    train_steps: int = Field(2, gt=0, description="T_train: hypernetwork steps per round")
-    val_steps: int = Field(1, ge=0, description="T_val: λ steps per round")
-    warmup_epochs: int = Field(0, ge=0, description="epochs of hypernetwork steps only")
+    weight_decay: Real = Field(ge=0)
+    hyper_lr: Real = Field(gt=0, description="α': Adam learning rate of λ (constant)")
+    sigma: Real = Field(1.0, ge=0, description="std of the per-example perturbation ε of λ")
+    train_steps: Integer = Field(2, gt=0, description="T_train: hypernetwork steps per round")
+    val_steps: Integer = Field(1, ge=0, description="T_val: λ steps per round")
+    warmup_epochs: Integer = Field(0, ge=0, description="epochs of hypernetwork steps only")
     val_bn_mode: Literal["eval", "train"] = Field(
         "train", description="BatchNorm mode on the λ step: train (batch statistics) or eval "
                              "(running statistics); train told good from bad better on digits"
@@ -64,16 +91,18 @@ class SearchConfig(_Config):
     hyper_input: HyperInput = Field(
         "centred", description="what the hyper-layers see: centred = λ − λ0 (λ0: the starting "
         "λ), raw = λ itself (the paper's literal form); the same family of functions")
-    hyper_v_init: float = Field(0.01, ge=0, description="φV ~ N(0, (hyper_v_init/√|λ|)²) at "
+    hyper_v_init: Real = Field(0.01, ge=0, description="φV ~ N(0, (hyper_v_init/√|λ|)²) at "
                                 "the start; 0: the hyper-layers start exactly at φ0 and learn "
                                 "from the perturbed training examples which way λ matters")
     init: str | None = Field(None, description="schedule file whose values λ starts from "
                              "(None: every hyperparameter at 0.95·lo + 0.05·hi)")
-    init_epoch: int = Field(0, ge=0, description="which epoch of the init schedule (0-based)")
+    init_epoch: Integer = Field(0, ge=0, description="which epoch of the init schedule (0-based)")
     flip: bool | None = Field(None, description=FLIP_HELP)
-    seed: int = 0
+    seed: Seed = 0
     device: Device = "auto"
     compile: bool = Field(False, description=COMPILE_HELP)
+
+    _milestones = field_validator("lr_milestones")(_increasing_milestones)
 
     @model_validator(mode="after")
     def _check(self) -> "SearchConfig":
@@ -90,24 +119,36 @@ class EvaluateConfig(_Config):
     policy: str = Field(description="schedule file, or none/cutout/autoaugment/randaugment/trivialaugment")
     dataset: str
     data_dir: str | None = None
-    train_size: int | None = Field(None, gt=0)
-    val_size: int | None = Field(None, ge=0)
-    split_seed: int = 0
+    train_size: Integer | None = Field(None, gt=0)
+    val_size: Integer | None = Field(None, ge=0)
+    split_seed: Seed = 0
     model: str
-    epochs: int = Field(gt=0)
-    batch_size: int = Field(128, gt=0)
-    lr: float = Field(gt=0)
+    epochs: Integer = Field(gt=0)
+    batch_size: Integer = Field(128, gt=0)
+    lr: Real = Field(gt=0)
     lr_schedule: LrSchedule = "cosine"
-    lr_milestones: list[int] = Field(default_factory=list)
-    momentum: float = Field(0.9, ge=0, lt=1)
+    lr_milestones: list[Milestone] = Field(default_factory=list)
+    momentum: Real = Field(0.9, ge=0, lt=1)
     nesterov: bool = True
-    weight_decay: float = Field(ge=0)
-    seeds: list[int] = Field(default_factory=lambda: [0], min_length=1)
+    weight_decay: Real = Field(ge=0)
+    seeds: list[Seed] = Field(default_factory=lambda: [0], min_length=1,
+                              description="one trained model each; no seed twice")
     flip: bool | None = Field(None, description=FLIP_HELP)
     init_weights: str | None = Field(None, description="state dict to start the network from "
                                      "(e.g. a search's network.pt) instead of a random init")
     device: Device = "auto"
     compile: bool = Field(False, description=COMPILE_HELP)
+
+    _milestones = field_validator("lr_milestones")(_increasing_milestones)
+
+    @field_validator("seeds")
+    @classmethod
+    def _distinct_seeds(cls, seeds: list[int]) -> list[int]:
+        repeated = next((s for i, s in enumerate(seeds) if s in seeds[:i]), None)
+        if repeated is not None:
+            raise ValueError(f"duplicate seed {repeated} (each seed trains one model; "
+                             f"the mean ± std needs distinct ones)")
+        return seeds
 
     @model_validator(mode="after")
     def _check(self) -> "EvaluateConfig":
@@ -188,6 +229,7 @@ EVALUATE_PRESETS: dict[tuple[str, str], dict[str, Any]] = {
 # Fallback for a (dataset, model) pair the paper has no row for: the WRN CIFAR-10 recipe.
 EVALUATE_FALLBACK: dict[str, Any] = dict(lr=0.1, weight_decay=5e-4, batch_size=128, epochs=200,
                                          **_COSINE)
+DEFAULT_EVAL_DATASET = "digits"
 DEFAULT_EVAL_MODEL: dict[str, str] = {
     "digits": "wrn16_1", "cifar": "wrn40_2", "svhn": "wrn28_10", "imagenet": "resnet50",
     "imagefolder": "wrn40_2",
@@ -222,7 +264,14 @@ def load_config_file(path: str | Path | None) -> dict[str, Any]:
     path = Path(path)
     if not path.is_file():
         raise HbaError(f"config file not found: {path}")
-    text = path.read_text(encoding="utf-8")
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        raise HbaError(f"cannot read config file {path}: not UTF-8 text (byte "
+                       f"0x{exc.object[exc.start]:02x} at offset {exc.start}); save it as "
+                       f"UTF-8") from None
+    except OSError as exc:
+        raise HbaError(f"cannot read config file {path}: {exc.strerror or exc}") from None
     try:
         if path.suffix.lower() == ".json":
             data = json.loads(text)
@@ -243,16 +292,31 @@ def _validate(model_type: type[_Config], values: dict[str, Any]) -> Any:
     except ValidationError as exc:
         err = exc.errors()[0]
         where = ".".join(str(p) for p in err["loc"]) or "config"
-        raise HbaError(f"invalid setting {where}: {err['msg']}") from None
+        message = err["msg"].removeprefix("Value error, ")
+        raise HbaError(f"invalid setting {where}: {message}") from None
     except TypeError as exc:
         raise HbaError(f"invalid config: {exc}") from None
 
 
-def resolve_search_config(dataset: str, config_file: str | Path | None = None,
+def _flag_or_file(flag: str | None, file_values: dict[str, Any], field: str) -> str | None:
+    """The flag's value when given, else the file's (taken out of ``file_values``, so that the
+    file cannot override the flag later): dataset and model choose the preset, so they are
+    settled before the layers are merged."""
+    from_file = file_values.pop(field, None)
+    if flag is not None:
+        return flag
+    if from_file is not None and not isinstance(from_file, str):
+        raise HbaError(f"invalid setting {field}: Input should be a valid string")
+    return from_file
+
+
+def resolve_search_config(dataset: str | None, config_file: str | Path | None = None,
                           **overrides: Any) -> SearchConfig:
-    """Preset(dataset) ← config file ← overrides (None values are ignored)."""
+    """Preset(dataset) ← config file ← overrides (None values are ignored).
+
+    ``dataset`` (a flag) wins over the file's ``dataset``; the file's is used when it is None."""
     file_values = load_config_file(config_file)
-    dataset = file_values.pop("dataset", None) if dataset is None else dataset
+    dataset = _flag_or_file(dataset, file_values, "dataset")
     if dataset is None:
         raise HbaError("no dataset given (use --dataset NAME)")
     values = search_preset(dataset)
@@ -261,13 +325,54 @@ def resolve_search_config(dataset: str, config_file: str | Path | None = None,
     return _validate(SearchConfig, values)
 
 
-def resolve_evaluate_config(policy: str, dataset: str, model: str | None,
+def resolve_evaluate_config(policy: str, dataset: str | None, model: str | None,
                             config_file: str | Path | None = None,
                             **overrides: Any) -> EvaluateConfig:
+    """Preset(dataset, model) ← config file ← overrides (None values are ignored).
+
+    ``dataset`` and ``model`` (flags) win over the file's; None takes the file's, else
+    ``DEFAULT_EVAL_DATASET`` and the dataset's usual model."""
     file_values = load_config_file(config_file)
-    model = model or file_values.pop("model", None)
+    dataset = _flag_or_file(dataset, file_values, "dataset") or DEFAULT_EVAL_DATASET
+    model = _flag_or_file(model, file_values, "model")
     values = evaluate_preset(dataset, model)
     values.update(file_values)
     values.update({k: v for k, v in overrides.items() if v is not None})
     values["policy"] = policy
     return _validate(EvaluateConfig, values)
+
+
+def default_sizes(dataset: str, command: Literal["search", "evaluate"]) -> tuple[int | None,
+                                                                                 int | None]:
+    """(train_size, val_size) that a config's None resolves to, where that is known without
+    the images: ``None`` where it depends on the data found (the training set of a full dataset
+    is all that the validation set leaves; an imagefolder validates on a fifth of its images).
+
+    Search validates on the dataset's held-out set; evaluate holds out none of a full dataset
+    (val_size 0) and, on a reduced one, the search's (see evaluate.load_training_data)."""
+    from .datasets import DIGITS_TRAIN_SIZE, DIGITS_VAL_SIZE, RECIPES
+
+    if dataset == "digits":
+        train, val = DIGITS_TRAIN_SIZE, DIGITS_VAL_SIZE
+    elif dataset in RECIPES:
+        train, val = RECIPES[dataset].train_size, RECIPES[dataset].val_size
+    else:
+        train, val = None, None
+    if command == "evaluate" and not dataset.startswith("reduced-"):
+        val = 0
+    return train, val
+
+
+def effective_sizes(config: dict[str, Any]) -> dict[str, Any]:
+    """A saved config (``model_dump(mode="json")`` of a SearchConfig or, with its ``policy``,
+    an EvaluateConfig) with train_size/val_size None replaced by the sizes they resolve to
+    (``default_sizes``), so that None and the default typed out compare equal on a resume."""
+    dataset = config.get("dataset")
+    if not isinstance(dataset, str):
+        return config
+    defaults = default_sizes(dataset, "evaluate" if "policy" in config else "search")
+    effective = dict(config)
+    for field, default in zip(("train_size", "val_size"), defaults):
+        if field in effective and effective[field] is None and default is not None:
+            effective[field] = default
+    return effective

@@ -14,7 +14,8 @@ version of hba.
 Stretching (``stretch``) maps a schedule of E_old epochs onto E_new epochs linearly, the paper's
 rule: new epoch e takes the old schedule at position p = e·(E_old−1)/(E_new−1), interpolating
 linearly between the two neighbouring old epochs. The first and last epochs map onto each other,
-so E → E is the identity; a one-epoch target takes the old schedule's first epoch.
+so E → E is the identity; a one-epoch target takes the old schedule's first epoch. Targets are
+at most ``MAX_EPOCHS`` (10,000) epochs.
 
 pydantic and numpy only (no torch): reading and drawing schedules stays instant.
 """
@@ -36,6 +37,18 @@ from .files import atomic_write_text
 
 FORMAT_NAME = "hba-schedule"
 FORMAT_VERSION = 1
+
+# The most epochs ``stretch`` makes. The longest training in the paper (Shake-Shake on CIFAR,
+# Table 9) is 1800 epochs and PBA/HBA schedules are a few hundred, so 10,000 leaves over 5× room;
+# a stretched schedule costs about 1.1 KB of file and 6 KB of memory per epoch (11 MB and 60 MB
+# at the limit), so an unbounded request such as 1,000,000 epochs meant a 1.1 GB file and 5.8 GB.
+MAX_EPOCHS = 10_000
+MAX_EPOCHS_REASON = "over 5x the longest training in the paper, Shake-Shake's 1800 epochs"
+
+# The deepest JSON nesting a schedule file may have. A real schedule nests 4 levels (ops, their
+# lists) and its provenance config a few more; deeper documents are refused at load, before
+# Python's recursion limit (json, pydantic's serialiser at ~255 levels) turns them into tracebacks.
+MAX_JSON_DEPTH = 64
 
 SAMPLING_RULE = ("shuffled walk of the op copies without replacement, each gated by its own "
                  "probability, stop after K applied")
@@ -278,6 +291,8 @@ def _compact_json(value: Any, indent: str = "") -> str:
 
 def _read_json(path: Path) -> Any:
     try:
+        if path.is_dir():  # asked first: a directory without read permission is still one
+            raise HbaError(f"{path}: is a directory, not a schedule file")
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
         raise HbaError(f"{path}: no such file") from None
@@ -287,8 +302,12 @@ def _read_json(path: Path) -> Any:
         raise HbaError(f"{path}: not a schedule (not UTF-8 text, so not JSON)") from None
     except OSError as exc:
         raise HbaError(f"{path}: cannot read ({exc.strerror})") from None
+    too_deep = (f"{path}: not a schedule (JSON nested more than {MAX_JSON_DEPTH} levels deep; "
+                f"a schedule needs fewer than 10)")
     try:
-        return json.loads(text)
+        document = json.loads(text)
+    except RecursionError:
+        raise HbaError(too_deep) from None
     except json.JSONDecodeError as exc:
         if not text.strip():
             raise HbaError(f"{path}: the file is empty") from None
@@ -297,6 +316,22 @@ def _read_json(path: Path) -> Any:
                            f"before the document is complete)") from None
         raise HbaError(f"{path}: not valid JSON ({exc.msg}: line {exc.lineno} "
                        f"column {exc.colno})") from None
+    if _nesting_exceeds(document, MAX_JSON_DEPTH):
+        raise HbaError(too_deep)
+    return document
+
+
+def _nesting_exceeds(document: Any, limit: int) -> bool:
+    """True when lists and objects nest more than ``limit`` levels (walked without recursion)."""
+    stack = [(document, 1)] if isinstance(document, (dict, list)) else []
+    while stack:
+        value, depth = stack.pop()
+        children = value.values() if isinstance(value, dict) else value
+        containers = [child for child in children if isinstance(child, (dict, list))]
+        if containers and depth >= limit:
+            return True
+        stack.extend((child, depth + 1) for child in containers)
+    return False
 
 
 def _is_truncation(text: str, exc: json.JSONDecodeError) -> bool:
@@ -364,6 +399,9 @@ def stretch(schedule: Schedule, epochs: int) -> Schedule:
     """The schedule linearly stretched (or squeezed) to ``epochs`` epochs (see module docstring)."""
     if epochs < 1:
         raise HbaError(f"cannot stretch a schedule to {epochs} epochs (need at least 1)")
+    if epochs > MAX_EPOCHS:
+        raise HbaError(f"cannot stretch a schedule to {epochs} epochs: the limit is {MAX_EPOCHS} "
+                       f"({MAX_EPOCHS_REASON})")
     old_positions = np.arange(schedule.epochs, dtype=np.float64)
     new_positions = stretch_positions(schedule.epochs, epochs)
 

@@ -74,6 +74,7 @@ from . import space
 from .data import BaselinePipeline, ImageSplits, load_dataset, make_loader
 from .errors import HbaError
 from .checkpoint import checkpoint_bytes, network_bytes, read_checkpoint
+from .runs import RunFiles
 from .files import atomic_write_bytes, atomic_write_json, atomic_write_text, dataclass_csv_text
 from .hyper import to_hypernetwork
 from .nets import MODEL_NAMES, build_model
@@ -90,6 +91,7 @@ NETWORK_NAME = "network.pt"   # the plain network at the final λ (Algorithm 1's
 SCHEDULE_NAME = "schedule.json"
 CONFIG_NAME = "config.json"
 LOG_NAME = "log.csv"
+RUN_FILES = (CHECKPOINT_NAME, SCHEDULE_NAME, CONFIG_NAME, LOG_NAME, NETWORK_NAME)
 TOP_OPS_SHOWN = 3
 # Settings that do not change the computation: a run may be resumed with them changed.
 RESUME_IGNORED_FIELDS = frozenset({"device", "data_dir", "compile"})
@@ -543,46 +545,6 @@ class SearchProgress:
             self.console.print(text, soft_wrap=True)
 
 
-def _check_dir(path: Path, what: str) -> None:
-    """Fail now if ``path`` could not be created or written, without creating anything: a
-    command that fails later (say, on its data) leaves no folder behind."""
-    existing = path
-    while not existing.exists() and existing != existing.parent:
-        existing = existing.parent
-    if not existing.is_dir():
-        raise HbaError(f"cannot create the {what} {path}: {existing} is not a folder")
-    if not os.access(existing, os.W_OK):
-        raise HbaError(f"the {what} {path} is not writable ({existing})")
-
-
-def _prepare_dir(path: Path, what: str) -> None:
-    """Create ``path`` (once the search is about to write into it)."""
-    try:
-        path.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise HbaError(f"cannot create the {what} {path}: {exc.strerror or exc}") from None
-    if not os.access(path, os.W_OK):
-        raise HbaError(f"the {what} {path} is not writable")
-
-
-@contextlib.contextmanager
-def _file_errors_explained() -> Iterator[None]:
-    """A failed read or write (disk full, permissions) as a one-line HbaError."""
-    try:
-        yield
-    except OSError as exc:
-        where = f"{exc.filename}: " if exc.filename else ""
-        raise HbaError(f"{where}{exc.strerror or exc}") from None
-
-
-def _check_run_dir(checkpoint: Path, resume: bool) -> None:
-    if resume and not checkpoint.is_file():
-        raise HbaError(f"nothing to resume: {checkpoint} does not exist")
-    if not resume and checkpoint.exists():
-        raise HbaError(f"{checkpoint.parent} already holds a search; pass --resume to continue "
-                       "it or choose another --run-dir")
-
-
 class SearchRun:
     """One session of a search: the engine, what finished epochs left, and the run directory."""
 
@@ -612,6 +574,7 @@ class SearchRun:
                 in_effect = self.engine.physical()   # entry `epoch` of the schedule
                 started = time.perf_counter()
                 metrics = self.engine.run_epoch(epoch, on_round=bar.advance_round)
+                self._check_finite(epoch, metrics)
                 self._epoch_seconds.append(time.perf_counter() - started)
                 record = self._finish_epoch(epoch, metrics, in_effect)
                 writer.submit(self._epoch_files())
@@ -621,6 +584,22 @@ class SearchRun:
                     on_epoch_end(record)
         finally:
             writer.close()
+
+    def _check_finite(self, epoch: int, metrics: EpochMetrics) -> None:
+        """Stop a diverged search before its epoch is saved: the run directory keeps the last
+        good epoch, and the message names the setting to change."""
+        cfg = self.cfg
+        if not math.isfinite(metrics.train_loss) or math.isinf(metrics.val_loss):
+            what = (f"the hypernetwork's training loss is {metrics.train_loss:g} (validation "
+                    f"{metrics.val_loss:g}); lower --lr (now {cfg.lr:g}) or --weight-decay "
+                    f"(now {cfg.weight_decay:g})")
+        elif not bool(torch.isfinite(self.engine.lam).all()):
+            what = f"λ is no longer finite; lower --hyper-lr (now {cfg.hyper_lr:g})"
+        else:
+            return
+        kept = (f"epochs 1–{epoch} are saved in {self.run_dir}; " if epoch else "")
+        raise HbaError(f"the search diverged in epoch {epoch + 1}: {what}; {kept}start again "
+                       "with the new setting and another --run-dir")
 
     def _finish_epoch(self, epoch: int, metrics: EpochMetrics,
                       in_effect: tuple[np.ndarray, np.ndarray]) -> EpochRecord:
@@ -670,20 +649,18 @@ def run_search(cfg: SearchConfig, out: Path, run_dir: Path, resume: bool = False
     session_start = time.perf_counter()
     out, run_dir = Path(out), Path(run_dir)
     checkpoint_path = run_dir / CHECKPOINT_NAME
-    _check_run_dir(checkpoint_path, resume)
+    files = RunFiles(run_dir, out, checkpoints=CHECKPOINT_NAME, reserved=RUN_FILES,
+                     resume=resume, what="search")
+    files.check()
     if cfg.model not in MODEL_NAMES:  # fail before a possibly long dataset download
         raise HbaError(f"unknown model '{cfg.model}' (known: {', '.join(MODEL_NAMES)})")
     device = resolve_device(cfg.device)
     starting_lambda(cfg)   # a bad --init fails now, not after the data are loaded
     payload = _read_checkpoint(checkpoint_path, cfg, device) if resume else None
-    _check_dir(run_dir, "run directory")
-    _check_dir(out.parent, "directory of --out")
 
     seed_everything(cfg.seed)
     splits = load_dataset(cfg.dataset, cfg.data_dir, cfg.train_size, cfg.val_size, cfg.split_seed)
-    _prepare_dir(run_dir, "run directory")
-    _prepare_dir(out.parent, "directory of --out")
-    with _file_errors_explained(), cpu_threads(device):
+    with files.hold(), cpu_threads(device):
         run = SearchRun(cfg, splits, device, run_dir, command_line, payload, session_start)
         atomic_write_json(run_dir / CONFIG_NAME, cfg.model_dump(mode="json"))
         with SearchProgress(progress, cfg.epochs, run.state.epochs_done, run.engine.rounds) as bar:

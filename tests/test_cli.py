@@ -17,13 +17,18 @@ def test_every_command_is_listed_and_documented():
 
 
 def test_new_runs_get_their_own_folder_and_resume_finds_the_newest(tmp_path, monkeypatch):
+    """--resume without --run-dir takes the newest run that holds a checkpoint (a folder left
+    by something else, without one, is passed over)."""
     monkeypatch.chdir(tmp_path)
-    for stamp in ("20260101-000000", "20260102-000000"):
+    for stamp in ("20260101-000000", "20260102-000000", "20260103-000000"):
         (tmp_path / "runs" / f"search-digits-{stamp}").mkdir(parents=True)
-    assert _default_run_dir("search-digits", resume=True).name == "search-digits-20260102-000000"
-    fresh = _default_run_dir("search-digits", resume=False)
+    for stamp in ("20260101-000000", "20260102-000000"):
+        (tmp_path / "runs" / f"search-digits-{stamp}" / "checkpoint.pt").write_bytes(b"")
+    newest = _default_run_dir("search-digits", True, "checkpoint.pt")
+    assert newest.name == "search-digits-20260102-000000"
+    fresh = _default_run_dir("search-digits", False, "checkpoint.pt")
     assert fresh.parent.name == "runs" and not fresh.exists()
-    assert _default_run_dir("search-imagefolder:/a/b", resume=False).name.startswith(
+    assert _default_run_dir("search-imagefolder:/a/b", False, "checkpoint.pt").name.startswith(
         "search-imagefolder__a_b-")
 
 

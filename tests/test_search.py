@@ -369,7 +369,7 @@ def test_cli_explains_a_damaged_checkpoint_and_an_unwritable_out(tmp_path):
     result = CliRunner().invoke(app, ["search", "--dataset", "digits", "--out",
                                       str(tmp_path / "a-file" / "s.json"), "--run-dir",
                                       str(tmp_path / "other")])
-    assert result.exit_code == 2 and "cannot create the directory of --out" in result.output
+    assert result.exit_code == 2 and "folder of --out" in result.output and "is a file" in result.output
     assert not (tmp_path / "other").exists()
 
 
