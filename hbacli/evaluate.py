@@ -391,13 +391,28 @@ LOG_FIELDS = tuple(f.name for f in fields(EpochRecord))
 
 
 
+def wrap_for_training(model: torch.nn.Module, device: torch.device, ranks: Ranks,
+                      compile: bool) -> torch.nn.Module:
+    """The module the training loop calls: ``model``, under DDP when there are several ranks,
+    compiled last (in place) when asked. DDP first, then compile: torch.compile then splits the
+    graph at DDP's gradient buckets so their all-reduces overlap the backward; a network compiled
+    before wrapping hides its backward from DDP, whose all-reduce then waits for all of it."""
+    from torch.nn.parallel import DistributedDataParallel
+
+    network = model
+    if ranks.parallel:
+        network = DistributedDataParallel(
+            model, device_ids=[device.index] if device.type == "cuda" else None)
+    if compile:
+        compile_network(network, device, cuda_graphs=not ranks.parallel)
+    return network
+
+
 class SeedTrainer:
     """One target network trained with one policy from one seed. Knows nothing of files."""
 
     def __init__(self, cfg: EvaluateConfig, seed: int, data: TrainingData, policy: Policy,
                  device: torch.device, ranks: Ranks, replay: ReplayMode, workers: int):
-        from torch.nn.parallel import DistributedDataParallel
-
         from .data import BaselinePipeline
         from .nets import build_model
 
@@ -408,12 +423,7 @@ class SeedTrainer:
         if cfg.init_weights is not None:
             load_network_weights(self.model, Path(cfg.init_weights), cfg.model)
         self.model.to(device=device, memory_format=self.memory_format)
-        if cfg.compile:
-            compile_network(self.model, device, cuda_graphs=not ranks.parallel)
-        self.network = self.model
-        if ranks.parallel:
-            self.network = DistributedDataParallel(
-                self.model, device_ids=[device.index] if device.type == "cuda" else None)
+        self.network = wrap_for_training(self.model, device, ranks, cfg.compile)
         self.batches = self._batches(policy, replay, workers)
         self.steps_per_epoch = len(self.batches)
         if self.steps_per_epoch == 0:

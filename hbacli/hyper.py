@@ -68,9 +68,12 @@ class HyperLayer(nn.Module):
         if self.lam is None:
             raise RuntimeError(f"{type(self).__name__} ran without λ; call it through "
                                "HyperNetwork.forward(x, lam)")
-        lam = self.lam.to(self.weight_v.dtype)
-        bias_scale = None if self.bias_v is None else F.linear(lam, self.bias_v)
-        return F.linear(lam, self.weight_v), bias_scale
+        # In float32 even under autocast: in bf16 a hyper-BN's per-example γ would take only
+        # about 10 distinct values per channel over a batch of 128 (8 bits of mantissa).
+        with torch.autocast(self.lam.device.type, enabled=False):
+            lam = self.lam.to(self.weight_v.dtype)
+            bias_scale = None if self.bias_v is None else F.linear(lam, self.bias_v)
+            return F.linear(lam, self.weight_v), bias_scale
 
     @staticmethod
     def _materialise(base: Tensor, u: Tensor, v: Tensor, lam: Tensor) -> Tensor:

@@ -71,3 +71,32 @@ def test_two_process_run_matches_the_single_process_run(tmp_path):
     assert ddp["train_images"] == single["train_images"] == 64
     assert 0 <= ddp["per_seed"][0]["test_error"] <= 100
     assert (tmp_path / "ddp" / "seed-0" / "checkpoint.pt").is_file()
+
+
+@pytest.mark.skipif(not __import__("torch").distributed.is_available(),
+                    reason="torch without torch.distributed")
+def test_ddp_is_wrapped_before_the_network_is_compiled(tmp_path):
+    """DDP first, then torch.compile of the DDP module (issue 17): compiling the network before
+    wrapping it hides its backward from DDP's bucketed all-reduce. Checked on a one-process
+    gloo group; compilation itself is lazy, so nothing is compiled here."""
+    import torch
+    import torch.distributed as dist
+    from torch.nn.parallel import DistributedDataParallel
+
+    from hbacli.evaluate import Ranks, wrap_for_training
+    from hbacli.runtime import has_cpp_compiler
+
+    if not has_cpp_compiler():
+        pytest.skip("--compile needs a C++ compiler")
+    dist.init_process_group("gloo", init_method=f"file://{tmp_path / 'rendezvous'}", rank=0,
+                            world_size=1)
+    try:
+        model = torch.nn.Sequential(torch.nn.Linear(4, 4))
+        network = wrap_for_training(model, torch.device("cpu"), Ranks(rank=0, world_size=2),
+                                    compile=True)
+        assert isinstance(network, DistributedDataParallel) and network.module is model
+        assert network._compiled_call_impl is not None      # the wrapper is compiled ...
+        assert model._compiled_call_impl is None            # ... not the network inside it
+        assert list(model.state_dict()) == ["0.weight", "0.bias"]   # checkpoints keep their keys
+    finally:
+        dist.destroy_process_group()

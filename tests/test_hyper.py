@@ -408,3 +408,23 @@ def test_the_hypernetwork_compiles_to_one_graph(images):
     lam = lambdas(4)
     torch.testing.assert_close(compiled(images[:4], lam), hyper(images[:4], lam))
     assert all(layer.lam is None for layer in hyper.hyper_layers)
+
+
+def test_per_example_scales_stay_float32_under_bf16_autocast():
+    """Issue 17: under bf16 autocast the hyper-BN's per-example γ took ~10 distinct values per
+    channel over 128 examples; the scales s = λφVᵀ are computed in float32 whatever autocast."""
+    torch.manual_seed(0)
+    hyper = to_hypernetwork(torch.nn.Sequential(torch.nn.Conv2d(3, 8, 3), torch.nn.BatchNorm2d(8)),
+                            "1st-bn", 54)
+    bn = hyper.hyper_layers[0]
+    torch.nn.init.normal_(bn.weight_v, std=0.05)
+    lam = torch.randn(128, 54) * 0.01 - 2.94
+    bn.lam = lam                     # what HyperNetwork.forward hands each hyper-layer
+    try:
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            weight_scale, bias_scale = bn._scales()
+    finally:
+        bn.lam = None
+    assert weight_scale.dtype == torch.float32 and bias_scale.dtype == torch.float32
+    distinct = min(len(torch.unique(weight_scale[:, c])) for c in range(8))
+    assert distinct > 100, distinct
