@@ -17,6 +17,14 @@ import typer
 
 from .errors import HbaError
 
+def _version(value: bool) -> None:
+    if value:
+        from importlib.metadata import version
+
+        typer.echo(f"hba {version('hbacli')}")
+        raise typer.Exit()
+
+
 app = typer.Typer(
     name="hba",
     help="Hypernetwork-Based Augmentation: search augmentation schedules, replay them, inspect them.",
@@ -24,6 +32,12 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
 )
+
+
+@app.callback()
+def _main(version: bool = typer.Option(False, "--version", callback=_version, is_eager=True,
+                                       help="Print hba's version and exit.")) -> None:
+    """Hypernetwork-Based Augmentation: search augmentation schedules, replay them, inspect them."""
 
 BASELINES = ("none", "cutout", "autoaugment", "randaugment", "trivialaugment")
 
@@ -74,7 +88,7 @@ def _default_run_dir(name: str, resume: bool, checkpoints: str) -> Path:
 FLIP_FLAG_HELP = ("Random horizontal flip in the baseline pipeline (default: the dataset's: on "
                   "for CIFAR, ImageNet and imagefolder, off for SVHN and digits). Your call for "
                   "your own data: off where mirror images mean something else.")
-DEVICE_HELP = "auto (CUDA when available), cpu or cuda."
+DEVICE_HELP = "auto (CUDA when available, else the CPU), cpu, cuda, or mps (Apple GPU)."
 COMPILE_FLAG_HELP = ("torch.compile the network (default off): fused kernels, and CUDA graphs on "
                      "CUDA; the first run pays the compilation (~45 s for wrn16_1 on a CPU, then "
                      "cached), so it pays off on long or repeated runs. Needs a C++ compiler.")
@@ -83,9 +97,11 @@ COMPILE_FLAG_HELP = ("torch.compile the network (default off): fused kernels, an
 @app.command()
 @_user_errors
 def search(
-    dataset: str = typer.Option(..., help="digits, reduced-cifar10, cifar10, reduced-cifar100, "
-                                "cifar100, reduced-svhn, svhn, reduced-imagenet, imagenet, or "
-                                "imagefolder:PATH. Brings the paper's Table 8 settings."),
+    dataset: Optional[str] = typer.Option(None, help="digits, reduced-cifar10, cifar10, "
+                                          "reduced-cifar100, cifar100, reduced-svhn, svhn, "
+                                          "reduced-imagenet, imagenet, or imagefolder:PATH. "
+                                          "Brings the paper's Table 8 settings (default: the "
+                                          "--config file's, else digits)."),
     data_dir: Optional[Path] = typer.Option(None, readable=False, help="Where datasets are found or downloaded "
                                             "(default: $HBA_DATA, else a user cache dir)."),
     model: Optional[str] = typer.Option(None, help="Network the hypernetwork is built from "
@@ -175,6 +191,14 @@ def evaluate(
                                         "each, e.g. 0,1,2,3,4; results report mean ± std "
                                         "(default: the --config file's, else 0)."),
     flip: Optional[bool] = typer.Option(None, "--flip/--no-flip", help=FLIP_FLAG_HELP),
+    replay: Optional[str] = typer.Option(None, help="How a schedule is applied: batched (on the "
+                                         "device, default) or per-image (in DataLoader workers, "
+                                         "for comparison)."),
+    workers: Optional[int] = typer.Option(None, help="DataLoader workers per process for "
+                                          "per-image policies (default: up to 8, by the CPUs)."),
+    eval_every: Optional[int] = typer.Option(None, help="Also test the network every N epochs, "
+                                             "into epochs.csv (default 0: only at the end, as "
+                                             "the paper)."),
     init_weights: Optional[Path] = typer.Option(None, readable=False, help="Start the network from this state "
                                                 "dict instead of a random init, e.g. a "
                                                 "search's network.pt (same --model)."),
@@ -199,6 +223,7 @@ def evaluate(
         epochs=epochs, batch_size=batch_size, lr=lr, weight_decay=weight_decay,
         train_size=train_size, seeds=None if seeds is None else _parse_seeds(seeds), flip=flip, device=device,
         compile=compile, init_weights=None if init_weights is None else str(init_weights),
+        replay=replay, workers=workers, eval_every=eval_every,
     )
     tag = Path(policy).stem if policy not in BASELINES else policy
     run_dir = run_dir or _default_run_dir(f"evaluate-{cfg.dataset}-{cfg.model}-{tag}", resume,

@@ -71,7 +71,7 @@ from .checkpoint import checkpoint_bytes, load_network_weights, read_checkpoint
 from .runs import RunFiles, file_errors_explained
 from .files import atomic_write_bytes, atomic_write_json, atomic_write_text, dataclass_csv_text
 from .policy import default_kernels
-from .presets import EvaluateConfig, dataset_family, lr_factor
+from .presets import EvaluateConfig, ReplayMode, dataset_family, lr_factor
 from .replay import ScheduleAugmenter, ScheduleTransform, derive_seed
 from .results import EvaluationProvenance, EvaluationResults, SeedResult, Summary
 from .runtime import (COMPILING_NOTE, autocast, compile_network, device_description,
@@ -85,8 +85,7 @@ CHECKPOINT_NAME = "checkpoint.pt"
 CONFIG_NAME = "config.json"
 LOG_NAME = "epochs.csv"
 # Settings that do not change what a seed computes: a run may be resumed with them changed.
-RESUME_IGNORED_FIELDS = frozenset({"seeds", "device", "data_dir", "compile"})
-ReplayMode = Literal["batched", "per-image"]
+RESUME_IGNORED_FIELDS = frozenset({"seeds", "device", "data_dir", "compile", "eval_every"})
 
 
 class Stream(enum.IntEnum):
@@ -385,6 +384,8 @@ class EpochRecord:
     lr: float                  # at the end of the epoch
     images_per_second: float   # training images (all ranks) per second of this epoch
     elapsed_seconds: float     # this seed's training time so far, over resumed sessions
+    test_error: float = math.nan   # %, every --eval-every epochs (NaN: not tested then)
+    test_loss: float = math.nan
 
 
 LOG_FIELDS = tuple(f.name for f in fields(EpochRecord))
@@ -568,7 +569,8 @@ def read_seed_checkpoint(path: Path, cfg: EvaluateConfig, policy: Policy) -> dic
 def epoch_line(record: EpochRecord, epochs: int) -> str:
     return (f"seed {record.seed}  epoch {record.epoch:>{len(str(epochs))}}/{epochs}  "
             f"loss {record.train_loss:.3f}  acc {record.train_accuracy:5.1f}%  "
-            f"lr {record.lr:.4g}  {record.images_per_second:,.0f} img/s")
+            f"lr {record.lr:.4g}  {record.images_per_second:,.0f} img/s"
+            + ("" if math.isnan(record.test_error) else f"  test error {record.test_error:.2f}%"))
 
 
 class EvaluateProgress:
@@ -653,10 +655,14 @@ def _train_seed(cfg: EvaluateConfig, seed: int, data: TrainingData, policy: Poli
                            f"{_DIVERGED_ADVICE.format(cfg=cfg)}")
         session_seconds += seconds
         session_images += images
+        tested = (math.nan, None, math.nan)
+        if cfg.eval_every and (epoch + 1) % cfg.eval_every == 0:
+            tested = trainer.test()    # outside the timed epoch
         records.append(EpochRecord(epoch=epoch + 1, seed=seed, train_loss=loss,
                                    train_accuracy=accuracy, lr=trainer.lr,
                                    images_per_second=images / seconds,
-                                   elapsed_seconds=seconds_before + session_seconds))
+                                   elapsed_seconds=seconds_before + session_seconds,
+                                   test_error=tested[0], test_loss=tested[2]))
         if ranks.is_main:
             save_checkpoint(path, seed_checkpoint_bytes(cfg, policy, seed, epoch + 1, trainer, records,
                                                         seconds_before + session_seconds, None))
@@ -682,19 +688,21 @@ def _train_seed(cfg: EvaluateConfig, seed: int, data: TrainingData, policy: Poli
 
 def run_evaluation(cfg: EvaluateConfig, out: Path, run_dir: Path, resume: bool = False,
                    command_line: str | None = None, progress: bool = True, *,
-                   replay: ReplayMode = "batched", workers: int | None = None,
+                   replay: ReplayMode | None = None, workers: int | None = None,
                    on_epoch_end: Callable[[EpochRecord], None] | None = None
                    ) -> EvaluationResults:
     """Train ``cfg.model`` once per seed with ``cfg.policy``; write results to ``out``.
 
-    ``replay`` chooses how a schedule is applied: ``batched`` on the device
-    (``ScheduleAugmenter``) or ``per-image`` in DataLoader workers (``ScheduleTransform``,
-    for comparison). ``workers``: DataLoader workers per process for per-image policies.
-    ``on_epoch_end`` is called after each epoch's checkpoint is written (tests interrupt there).
+    ``replay`` and ``workers``, when given, override ``cfg.replay`` (how a schedule is applied:
+    ``batched`` on the device with ``ScheduleAugmenter``, or ``per-image`` in DataLoader workers
+    with ``ScheduleTransform``) and ``cfg.workers`` (DataLoader workers per process for
+    per-image policies). ``on_epoch_end`` is called after each epoch's checkpoint is written (tests interrupt there).
     Under torchrun the same call trains data-parallel; only rank 0 writes and prints.
     """
     session_start = time.perf_counter()
     out, run_dir = Path(out), Path(run_dir)
+    replay = cfg.replay if replay is None else replay
+    workers = cfg.workers if workers is None else workers
     ranks, device, created_group = start_processes(cfg.device)
     try:
         return _run(cfg, out, run_dir, resume, command_line, progress and ranks.is_main,

@@ -21,8 +21,9 @@ from .errors import HbaError
 Strategy = Literal["conv+bn", "conv", "bn", "1st-conv", "1st-bn"]
 STRATEGIES: tuple[str, ...] = ("conv+bn", "conv", "bn", "1st-conv", "1st-bn")
 LrSchedule = Literal["cosine", "step", "constant"]
-Device = Literal["auto", "cpu", "cuda"]
+Device = Literal["auto", "cpu", "cuda", "mps"]
 HyperInput = Literal["centred", "raw"]
+ReplayMode = Literal["batched", "per-image"]
 
 
 COMPILE_HELP = ("torch.compile the network: fused kernels, and on CUDA its forward and backward "
@@ -134,6 +135,12 @@ class EvaluateConfig(_Config):
     seeds: list[Seed] = Field(default_factory=lambda: [0], min_length=1,
                               description="one trained model each; no seed twice")
     flip: bool | None = Field(None, description=FLIP_HELP)
+    replay: ReplayMode = Field("batched", description="how a schedule is applied: batched on "
+                               "the device, or per-image in DataLoader workers (for comparison)")
+    workers: Integer | None = Field(None, ge=0, description="DataLoader workers per process for "
+                                    "per-image policies (None: up to 8, by the CPUs)")
+    eval_every: Integer = Field(0, ge=0, description="test the network every N epochs into "
+                                "epochs.csv (0: only at the end, as the paper)")
     init_weights: str | None = Field(None, description="state dict to start the network from "
                                      "(e.g. a search's network.pt) instead of a random init")
     device: Device = "auto"
@@ -229,7 +236,7 @@ EVALUATE_PRESETS: dict[tuple[str, str], dict[str, Any]] = {
 # Fallback for a (dataset, model) pair the paper has no row for: the WRN CIFAR-10 recipe.
 EVALUATE_FALLBACK: dict[str, Any] = dict(lr=0.1, weight_decay=5e-4, batch_size=128, epochs=200,
                                          **_COSINE)
-DEFAULT_EVAL_DATASET = "digits"
+DEFAULT_DATASET = "digits"   # both commands' --dataset when neither flag nor file names one
 DEFAULT_EVAL_MODEL: dict[str, str] = {
     "digits": "wrn16_1", "cifar": "wrn40_2", "svhn": "wrn28_10", "imagenet": "resnet50",
     "imagefolder": "wrn40_2",
@@ -314,11 +321,10 @@ def resolve_search_config(dataset: str | None, config_file: str | Path | None = 
                           **overrides: Any) -> SearchConfig:
     """Preset(dataset) ← config file ← overrides (None values are ignored).
 
-    ``dataset`` (a flag) wins over the file's ``dataset``; the file's is used when it is None."""
+    ``dataset`` (a flag) wins over the file's ``dataset``; None takes the file's, else
+    ``DEFAULT_DATASET``."""
     file_values = load_config_file(config_file)
-    dataset = _flag_or_file(dataset, file_values, "dataset")
-    if dataset is None:
-        raise HbaError("no dataset given (use --dataset NAME)")
+    dataset = _flag_or_file(dataset, file_values, "dataset") or DEFAULT_DATASET
     values = search_preset(dataset)
     values.update(file_values)
     values.update({k: v for k, v in overrides.items() if v is not None})
@@ -331,9 +337,9 @@ def resolve_evaluate_config(policy: str, dataset: str | None, model: str | None,
     """Preset(dataset, model) ← config file ← overrides (None values are ignored).
 
     ``dataset`` and ``model`` (flags) win over the file's; None takes the file's, else
-    ``DEFAULT_EVAL_DATASET`` and the dataset's usual model."""
+    ``DEFAULT_DATASET`` and the dataset's usual model."""
     file_values = load_config_file(config_file)
-    dataset = _flag_or_file(dataset, file_values, "dataset") or DEFAULT_EVAL_DATASET
+    dataset = _flag_or_file(dataset, file_values, "dataset") or DEFAULT_DATASET
     model = _flag_or_file(model, file_values, "model")
     values = evaluate_preset(dataset, model)
     values.update(file_values)

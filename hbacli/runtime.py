@@ -24,8 +24,10 @@ def resolve_device(name: str = "auto") -> torch.device:
         name = "cuda" if torch.cuda.is_available() else "cpu"
     if name == "cuda" and not torch.cuda.is_available():
         raise HbaError("--device cuda was asked for but no CUDA GPU is available")
-    if name not in ("cpu", "cuda"):
-        raise HbaError(f"unknown device '{name}' (use auto, cpu or cuda)")
+    if name == "mps" and not (hasattr(torch.backends, "mps") and torch.backends.mps.is_available()):
+        raise HbaError("--device mps was asked for but this torch has no usable Apple GPU (MPS)")
+    if name not in ("cpu", "cuda", "mps"):
+        raise HbaError(f"unknown device '{name}' (use auto, cpu, cuda or mps)")
     if name == "cuda":
         torch.backends.cudnn.benchmark = True
         torch.set_float32_matmul_precision("high")

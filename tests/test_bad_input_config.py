@@ -309,6 +309,9 @@ EVALUATE_FIELDS = {
     "seeds": (["--seeds", "3,4"], [5, 6], [3, 4]),
     "flip": (["--flip"], False, True),
     "init_weights": (["--init-weights", "flag.pt"], "file.pt", "flag.pt"),
+    "replay": (["--replay", "per-image"], "batched", "per-image"),
+    "workers": (["--workers", "2"], 5, 2),
+    "eval_every": (["--eval-every", "3"], 4, 3),
     "device": (["--device", "cpu"], "cuda", "cpu"),
     "compile": (["--no-compile"], True, False),
 }

@@ -251,3 +251,34 @@ def test_init_weights_start_the_network_from_a_state_dict(tmp_path):
         lines = result.output.strip().splitlines()
         assert result.exit_code == 2 and len(lines) == 1 and message in lines[0], result.output
         assert not (tmp_path / f"bad-{bad}").exists() and not (tmp_path / "bad.json").exists()
+
+
+def test_eval_every_logs_the_test_error_per_epoch_and_leaves_training_alone(tmp_path):
+    """--eval-every 1: epochs.csv gets each epoch's test error, the last one equal to the
+    result's; the trained weights are those of a run without it (testing changes nothing)."""
+    plain = evaluate(tmp_path, "plain", tiny_config("cutout", epochs=2))
+    tested = evaluate(tmp_path, "tested", tiny_config("cutout", epochs=2, eval_every=1))
+    with open(tmp_path / "tested" / "epochs.csv") as f:
+        rows = list(csv.DictReader(f))
+    errors = [float(r["test_error"]) for r in rows]
+    assert len(errors) == 2 and all(0 <= e <= 100 for e in errors)
+    assert errors[-1] == pytest.approx(tested.per_seed[0].test_error)
+    assert tested.per_seed[0].test_error == plain.per_seed[0].test_error
+    with open(tmp_path / "plain" / "epochs.csv") as f:
+        assert all(math.isnan(float(r["test_error"])) for r in csv.DictReader(f))
+
+
+def test_replay_and_workers_are_settings_and_flags(tmp_path, monkeypatch):
+    import hbacli.evaluate
+
+    seen = {}
+    monkeypatch.setattr(hbacli.evaluate, "run_evaluation",
+                        lambda cfg, **kwargs: seen.setdefault("cfg", cfg))
+    result = CliRunner().invoke(app, ["evaluate", "cutout", "--replay", "per-image",
+                                      "--workers", "3", "--eval-every", "5",
+                                      "--run-dir", str(tmp_path / "run")])
+    assert result.exit_code == 0, result.output
+    assert (seen["cfg"].replay, seen["cfg"].workers, seen["cfg"].eval_every) == \
+        ("per-image", 3, 5)
+    bad = CliRunner().invoke(app, ["evaluate", "cutout", "--replay", "sometimes"])
+    assert bad.exit_code == 2 and "replay" in bad.output
