@@ -31,7 +31,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from functools import cached_property, lru_cache
+from functools import lru_cache
 
 import torch
 import torch.nn.functional as F
@@ -57,6 +57,26 @@ def _grid(height: int, width: int, device: torch.device) -> tuple[Tensor, Tensor
             torch.arange(width, dtype=torch.int32, device=device).view(1, width))
 
 
+class _computed_once:
+    """``functools.cached_property`` without its lock: the first access stores the value as an
+    instance attribute, which later lookups find before this (non-data) descriptor. On Python
+    3.10/3.11 cached_property takes an RLock that torch.compile cannot trace: each access broke
+    the compiled policy's graph (26 graphs, 25 breaks); this traces into one graph."""
+
+    def __init__(self, compute: Callable):
+        self.compute, self.__doc__ = compute, compute.__doc__
+
+    def __set_name__(self, owner: type, name: str) -> None:
+        self.name = name
+
+    def __get__(self, instance, owner=None):
+        if instance is None:
+            return self
+        value = self.compute(instance)
+        setattr(instance, self.name, value)
+        return value
+
+
 @dataclass
 class Batch:
     """Images with their per-example op arguments, and statistics computed at most once."""
@@ -79,7 +99,7 @@ class Batch:
     def levels(self, dtype: torch.dtype = torch.int64) -> Tensor:
         return _levels(self.images.device, dtype)
 
-    @cached_property
+    @_computed_once
     def m64(self) -> Tensor:
         """Magnitudes in float64, where Pillow computes in C doubles."""
         return self.magnitudes.double()
@@ -88,13 +108,13 @@ class Batch:
         """(N,) → (N, 1, 1): per-example values against (N, C, 256) tables."""
         return values.view(-1, 1, 1)
 
-    @cached_property
+    @_computed_once
     def pixel_levels(self) -> Tensor:
         """Every pixel's level as an index, (N·C, H·W) int64 (for histograms and tables)."""
         n, c, h, w = self.images.shape
         return self.images.view(n * c, h * w).long()
 
-    @cached_property
+    @_computed_once
     def histogram(self) -> Tensor:
         """(N, C, 256) pixel counts per image and channel."""
         n, c, h, w = self.images.shape
@@ -102,19 +122,22 @@ class Batch:
         counts = torch.zeros(n * c, 256, dtype=torch.int32, device=self.images.device)
         return counts.scatter_add_(1, self.pixel_levels, ones).view(n, c, 256)
 
-    @cached_property
+    @_computed_once
     def lowest_highest(self) -> tuple[Tensor, Tensor]:
         """(N, C, 1) int64 lowest and highest level present per image and channel."""
         n, c, h, w = self.images.shape
         levels = self.images.view(n, c, h * w)
         # amin and amax, not aminmax: on uint8 they are vectorised, ~10× faster on CPU
-        return levels.amin(2, keepdim=True).long(), levels.amax(2, keepdim=True).long()
+        highest = levels.amax(2, keepdim=True).long()
+        if torch.compiler.is_compiling():  # inductor's CPU uint8 amin gives 0 here (torch
+            return levels.long().amin(2, keepdim=True), highest  # 2.14); fused, costs nothing
+        return levels.amin(2, keepdim=True).long(), highest
 
-    @cached_property
+    @_computed_once
     def as_float(self) -> Tensor:
         return self.images.float()
 
-    @cached_property
+    @_computed_once
     def luma(self) -> Tensor:
         """(N, 1, H, W) float32: Pillow's RGB → L conversion, (19595 R + 38470 G + 7471 B +
         32768) >> 16. Exact in float32: every partial sum is an integer below 2^24."""

@@ -65,7 +65,14 @@ _SIGNED = [op.signed for op in space.OPS]
 
 @lru_cache(maxsize=None)
 def _constants(device: torch.device, dtype: torch.dtype) -> dict[str, Tensor]:
-    """Lookup tables on the device, made once (no host → device copy inside a step)."""
+    """Lookup tables on the device, made once per device and dtype (no host → device copy
+    inside a step). Called eagerly only, never inside a compiled region: torch.compile traces
+    through the lru_cache and would rebuild the numpy tables and copy them to the device on
+    every call, so the compiled policy gets them as an argument (``augment_from_uniform``)."""
+    return _build_constants(device, dtype)
+
+
+def _build_constants(device: torch.device, dtype: torch.dtype) -> dict[str, Tensor]:
     mag_slot = np.full(NUM_COPIES, space.NUM_MAGNITUDES, dtype=np.int64)  # the NaN slot
     mag_slot[space.MAGNITUDE_COPY_INDEX] = np.arange(space.NUM_MAGNITUDES)
     family_local = np.full((len(FAMILIES), NUM_OPS + 1), -1, dtype=np.int64)  # column 0: no op
@@ -128,15 +135,17 @@ class Walk:
         return (copies == self.first.unsqueeze(1)) | (copies == self.second.unsqueeze(1))
 
 
-def walk_from_uniform(probabilities: Tensor, u: Tensor) -> Walk:
+def walk_from_uniform(probabilities: Tensor, u: Tensor,
+                      constants: dict[str, Tensor] | None = None) -> Walk:
     """The walk for uniforms u (N, ≥ 61): column 0 draws K, 1..30 each copy's arrival time,
-    31..60 the gates.
+    31..60 the gates. ``constants``: ``_constants(u.device, float32)``, looked up if None.
 
     Visiting the copies in order of i.i.d. uniform arrival times is a uniformly random order,
     and the walk applies the first K copies whose gates open: so the applied copies are the
     open ones with the earliest arrivals — two argmins, no sort.
     """
-    k = (u[:, :1] >= _constants(u.device, torch.float32)["k_thresholds"]).sum(1)
+    c = _constants(u.device, torch.float32) if constants is None else constants
+    k = (u[:, :1] >= c["k_thresholds"]).sum(1)
     opened = u[:, 1 + NUM_COPIES:1 + 2 * NUM_COPIES] < probabilities
     # closed copies arrive at ≥ 2, so they never apply; an add, not torch.where, which is
     # ~3× slower on CPU for this strided float slice
@@ -154,10 +163,11 @@ def sample_walk(probabilities: Tensor, generator: torch.Generator | None = None)
                                                      generator, probabilities.device))
 
 
-def _apply_stage(images: Tensor, op: Tensor, magnitudes: Tensor, centres: Tensor) -> Tensor:
+def _apply_stage(images: Tensor, op: Tensor, magnitudes: Tensor, centres: Tensor,
+                 family_local: Tensor) -> Tensor:
     """Apply op[i] (index into space.OPS, −1 = none) to image i: each family once, on the whole
-    batch, non-members with identity parameters. Static shapes, no host sync (the CUDA path)."""
-    family_local = _constants(images.device, torch.float32)["family_local"]
+    batch, non-members with identity parameters. Static shapes, no host sync (the CUDA path).
+    ``family_local``: the ``_constants`` table of that name."""
     for f, family in enumerate(FAMILIES):
         images = family.run(Batch(images, magnitudes, centres), family_local[f, op + 1])
     return images
@@ -211,19 +221,26 @@ def default_kernels(device: torch.device, compile: bool = False) -> str:
     return "native" if ops_native.library() is not None else "sorted"
 
 
+def _masked_with_tables(images: Tensor, probabilities: Tensor, magnitudes: Tensor, u: Tensor,
+                        constants: dict[str, Tensor]) -> Tensor:
+    """The masked kernels with the lookup tables as an argument: what torch.compile traces."""
+    return _augment(images, probabilities, magnitudes, u, "masked", constants)
+
+
 @lru_cache(maxsize=None)
 def _compiled_masked():
     """The masked kernels through torch.compile: one static graph, fused (~450 CUDA launches
-    become a few dozen); compiled once per process and batch shape."""
-    def masked(images, probabilities, magnitudes, u):
-        return augment_from_uniform(images, probabilities, magnitudes, u, kernels="masked")
-    return torch.compile(masked, dynamic=False)
+    become a few dozen), no graph break and no host synchronisation (the lookup tables come in
+    as tensors, built once per device outside the graph); compiled once per process and batch
+    shape (``tests/test_policy_compiled.py``)."""
+    return torch.compile(_masked_with_tables, dynamic=False)
 
 
-def _run_compiled(images: Tensor, probabilities: Tensor, magnitudes: Tensor, u: Tensor) -> Tensor:
-    with warnings.catch_warnings():  # tracing through the lookup tables' lru_cache is intended
-        warnings.filterwarnings("ignore", message=".*functools.lru_cache")
-        return _compiled_masked()(images, probabilities, magnitudes, u)
+def _run_compiled(images: Tensor, probabilities: Tensor, magnitudes: Tensor, u: Tensor,
+                  constants: dict[str, Tensor]) -> Tensor:
+    with warnings.catch_warnings():  # tracing through ops.py's lru_caches (torch constants:
+        warnings.filterwarnings("ignore", message=".*functools.lru_cache")  # no numpy, no copy)
+        return _compiled_masked()(images, probabilities, magnitudes, u, constants)
 
 
 def augment_from_uniform(images: Tensor, probabilities: Tensor, magnitudes: Tensor, u: Tensor,
@@ -235,16 +252,23 @@ def augment_from_uniform(images: Tensor, probabilities: Tensor, magnitudes: Tens
     "sorted", "masked" or "compiled" (torch); None = ``default_kernels``. All give identical
     images.
     """
-    n, _, h, w = images.shape
     kernels = default_kernels(images.device) if kernels is None else kernels
+    constants = _constants(images.device, torch.float32)  # eager: outside any compiled region
     if kernels == "compiled":
-        return _run_compiled(images, probabilities, magnitudes, u)
-    walk = walk_from_uniform(probabilities, u)
+        return _run_compiled(images, probabilities, magnitudes, u, constants)
+    return _augment(images, probabilities, magnitudes, u, kernels, constants)
+
+
+def _augment(images: Tensor, probabilities: Tensor, magnitudes: Tensor, u: Tensor, kernels: str,
+             constants: dict[str, Tensor]) -> Tensor:
+    """``augment_from_uniform`` with its kernels chosen (not "compiled") and its tables given."""
+    n, _, h, w = images.shape
+    walk = walk_from_uniform(probabilities, u, constants)
     extra = u[:, 1 + 2 * NUM_COPIES:].view(n, 3, 2)  # sign, centre row, centre column × stage
     copies = torch.stack([walk.first, walk.second], 1)  # (N, 2): the copy of each stage
     ops = torch.where(copies >= 0, copies % NUM_OPS, -1)
     magnitude = magnitudes.gather(1, copies.clamp(min=0))
-    flip = _constants(images.device, torch.float32)["signed"][ops + 1] & (extra[:, 0] < 0.5)
+    flip = constants["signed"][ops + 1] & (extra[:, 0] < 0.5)
     magnitude = torch.where(flip, -magnitude, magnitude)
     centres = [centres_from_uniform(extra[:, 1:, stage], h, w) for stage in range(2)]
     if kernels == "native":
@@ -252,7 +276,8 @@ def augment_from_uniform(images: Tensor, probabilities: Tensor, magnitudes: Tens
     if kernels == "sorted":
         return _apply_stages_sorted(images, ops, magnitude, centres)
     for stage in range(2):
-        images = _apply_stage(images, ops[:, stage], magnitude[:, stage], centres[stage])
+        images = _apply_stage(images, ops[:, stage], magnitude[:, stage], centres[stage],
+                              constants["family_local"])
     return images
 
 
