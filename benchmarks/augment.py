@@ -2,8 +2,11 @@
 
     python benchmarks/augment.py [--seconds 1.0] [--batches 128 1024]
 
-Images: real 32×32 CIFAR-10 training images from ../shared/datasets/cifar10-jpeg.tar.gz when the
-archive is there, random ones otherwise. Policy: every probability 0.5, every magnitude mid-range.
+Images: always real ones, never random: 32×32 CIFAR-10 training images from the full archive
+(``--archive``, else $HBA_DATA/cifar10-jpeg.tar.gz, else ../shared/datasets/cifar10-jpeg.tar.gz)
+when there is one, else from the copy shipped in the repository (tests/data/cifar10-jpeg.tar.gz,
+1,000 training images), else the embedded digits (grey, made RGB); repeated to fill a batch. The
+first line printed and the JSON say which. Policy: every probability 0.5, every magnitude mid-range.
 The batched policy runs on the CPU (on one intra-op thread, by design: see ``hbacli.policy``)
 with the C kernels (the default) and with the torch kernels (the fallback without a compiler),
 and, when present, on CUDA, eager and compiled (synchronised, after warm-up, which includes
@@ -33,22 +36,48 @@ from hbacli.runtime import device_description
 
 KERNEL_NAMES = {"native": "C kernels, the CPU default", "sorted": "torch kernels, the fallback",
                 "masked": "torch kernels", "compiled": "torch.compile, --compile"}
-ARCHIVE = Path(__file__).resolve().parents[2] / "shared" / "datasets" / "cifar10-jpeg.tar.gz"
+ROOT = Path(__file__).resolve().parents[1]
+ARCHIVE_NAME = "cifar10-jpeg.tar.gz"
+SHIPPED_ARCHIVE = ROOT / "tests" / "data" / ARCHIVE_NAME  # 1,000 train + 200 test images
 
 
-def load_images(n: int) -> tuple[np.ndarray, str]:
-    """n uint8 images N×32×32×3: the archive's first training images, or random ones."""
-    if ARCHIVE.is_file():
-        images = []
-        with tarfile.open(ARCHIVE, "r:gz") as tar:
-            for member in tar:
-                if member.isfile() and member.name.startswith("train/") and len(images) < n:
-                    with Image.open(io.BytesIO(tar.extractfile(member).read())) as im:
-                        images.append(np.asarray(im.convert("RGB")))
+def archive_candidates(archive: Path | None) -> list[Path]:
+    """Where real CIFAR-10 may be, best first: the full archive, then the shipped slice."""
+    found = [archive] if archive else []
+    if os.environ.get("HBA_DATA"):
+        found.append(Path(os.environ["HBA_DATA"]).expanduser() / ARCHIVE_NAME)
+    found += [ROOT.parent / "shared" / "datasets" / ARCHIVE_NAME, SHIPPED_ARCHIVE]
+    return found
+
+
+def read_archive(path: Path, n: int) -> np.ndarray:
+    """Up to n uint8 training images N×32×32×3 of an ImageFolder archive (train/<class>/…)."""
+    images = []
+    with tarfile.open(path, "r:gz") as tar:
+        for member in tar:
+            if member.isfile() and member.name.startswith("train/"):
+                with Image.open(io.BytesIO(tar.extractfile(member).read())) as im:
+                    images.append(np.asarray(im.convert("RGB")))
                 if len(images) == n:
-                    return np.stack(images), f"CIFAR-10 ({ARCHIVE.name})"
-    rng = np.random.default_rng(0)
-    return rng.integers(0, 256, (n, 32, 32, 3), dtype=np.uint8), "random"
+                    break
+    return np.stack(images) if images else np.zeros((0, 32, 32, 3), np.uint8)
+
+
+def load_images(n: int, archive: Path | None = None) -> tuple[np.ndarray, str]:
+    """Up to n real uint8 images N×32×32×3 and a line saying which: CIFAR-10 from the first
+    archive found (the full one, else the shipped slice), else the embedded digits."""
+    for path in archive_candidates(archive):
+        if path.is_file():
+            images = read_archive(path, n)
+            if len(images):
+                return images, f"real CIFAR-10 training images from {path}"
+    from hbacli.data import load_dataset
+
+    digits = load_dataset("digits", None, None, None, 0).train_images[:n]  # N×C×H×W uint8
+    digits = np.ascontiguousarray(np.asarray(digits).transpose(0, 2, 3, 1))
+    if digits.shape[-1] == 1:
+        digits = np.repeat(digits, 3, axis=-1)
+    return digits, "the embedded digits (hbacli.data.load_dataset('digits'), grey as RGB)"
 
 
 def policy_parameters() -> tuple[np.ndarray, np.ndarray]:
@@ -100,9 +129,12 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=float, default=1.0, help="timing per figure")
     parser.add_argument("--batches", type=int, nargs="+", default=[128, 1024])
+    parser.add_argument("--archive", type=Path, default=None,
+                        help="a CIFAR-10 ImageFolder archive to take the images from")
     args = parser.parse_args()
 
-    images, source = load_images(max(args.batches))
+    images, source = load_images(max(args.batches), args.archive)
+    print(f"images: {source}", flush=True)
     runs = [(torch.device("cpu"), "sorted")]
     if ops_native.library() is not None:
         runs.insert(0, (torch.device("cpu"), "native"))
@@ -110,8 +142,8 @@ def main() -> None:
         runs += [(torch.device("cuda"), "masked"), (torch.device("cuda"), "compiled")]
     load = os.getloadavg()[0]
     pil = pil_rate(images, args.seconds)
-    print(f"images: {len(images)} × 32×32 {source}; policy: p = 0.5, mid-range magnitudes; "
-          f"{os.cpu_count()} CPUs, load average {load:.1f}")
+    print(f"images: {len(images)} distinct, 32×32 ({source}); policy: p = 0.5, mid-range "
+          f"magnitudes; {os.cpu_count()} CPUs, load average {load:.1f}")
     print(f"PIL per-image loop, one process: {pil:,.0f} img/s")
     results = {"images": source, "cpus": os.cpu_count(), "load_average": round(load, 2),
                "pil_loop_img_per_s": round(pil), "pil_loop_processes": 1, "batched": []}
