@@ -88,10 +88,17 @@ def _default_run_dir(name: str, resume: bool, checkpoints: str) -> Path:
 FLIP_FLAG_HELP = ("Random horizontal flip in the baseline pipeline (default: the dataset's: on "
                   "for CIFAR, ImageNet and imagefolder, off for SVHN and digits). Your call for "
                   "your own data: off where mirror images mean something else.")
+IMAGE_SIZE_FLAG_HELP = ("imagefolder: data only: resize (shorter side) and centre-crop every "
+                        "image to N×N (default: the images' own size when they all share one "
+                        "square size, else 32).")
 DEVICE_HELP = "auto (CUDA when available, else the CPU), cpu, cuda, or mps (Apple GPU)."
 COMPILE_FLAG_HELP = ("torch.compile the network (default off): fused kernels, and CUDA graphs on "
                      "CUDA; the first run pays the compilation (~45 s for wrn16_1 on a CPU, then "
                      "cached), so it pays off on long or repeated runs. Needs a C++ compiler.")
+PRECISION_FLAG_HELP = ("Precision of the forward passes: auto (default: bf16 on GPUs with native "
+                       "bf16, compute capability >= 8.0; fp16 with a gradient scaler on older "
+                       "GPUs such as V100 and T4; fp32 on the CPU), bf16, fp16 (CUDA only) or "
+                       "fp32. The run's files record what it resolved to; a resume must match.")
 
 
 @app.command()
@@ -144,8 +151,10 @@ def search(
     init_epoch: Optional[int] = typer.Option(None, help="Which epoch of --init to start from "
                                              "(0-based, default 0)."),
     flip: Optional[bool] = typer.Option(None, "--flip/--no-flip", help=FLIP_FLAG_HELP),
+    image_size: Optional[int] = typer.Option(None, help=IMAGE_SIZE_FLAG_HELP),
     device: Optional[str] = typer.Option(None, help=DEVICE_HELP),
     compile: Optional[bool] = typer.Option(None, "--compile/--no-compile", help=COMPILE_FLAG_HELP),
+    precision: Optional[str] = typer.Option(None, help=PRECISION_FLAG_HELP),
     config: Optional[Path] = typer.Option(None, readable=False, help="YAML or JSON file of settings (any field "
                                           "of the resolved config); flags override it."),
     out: Path = typer.Option(Path("schedule.json"), readable=False, help="Where the final schedule is written."),
@@ -165,7 +174,7 @@ def search(
         hyper_lr=hyper_lr, sigma=sigma, train_steps=train_steps, val_steps=val_steps,
         warmup_epochs=warmup_epochs, val_bn_mode=val_bn_mode, hyper_input=hyper_input,
         init=None if init is None else str(init), init_epoch=init_epoch, flip=flip,
-        device=device, compile=compile,
+        image_size=image_size, device=device, compile=compile, precision=precision,
     )
     run_dir = run_dir or _default_run_dir(f"search-{cfg.dataset}", resume, "checkpoint.pt")
     run_search(cfg, out=out, run_dir=run_dir, resume=resume, command_line=_command_line())
@@ -191,6 +200,7 @@ def evaluate(
                                         "each, e.g. 0,1,2,3,4; results report mean ± std "
                                         "(default: the --config file's, else 0)."),
     flip: Optional[bool] = typer.Option(None, "--flip/--no-flip", help=FLIP_FLAG_HELP),
+    image_size: Optional[int] = typer.Option(None, help=IMAGE_SIZE_FLAG_HELP),
     replay: Optional[str] = typer.Option(None, help="How a schedule is applied: batched (on the "
                                          "device, default) or per-image (in DataLoader workers, "
                                          "for comparison)."),
@@ -204,6 +214,7 @@ def evaluate(
                                                 "search's network.pt (same --model)."),
     device: Optional[str] = typer.Option(None, help=DEVICE_HELP),
     compile: Optional[bool] = typer.Option(None, "--compile/--no-compile", help=COMPILE_FLAG_HELP),
+    precision: Optional[str] = typer.Option(None, help=PRECISION_FLAG_HELP),
     config: Optional[Path] = typer.Option(None, readable=False, help="YAML or JSON file of settings; flags "
                                           "override it."),
     out: Path = typer.Option(Path("results.json"), readable=False, help="Per-seed and summary results (JSON)."),
@@ -221,8 +232,10 @@ def evaluate(
     cfg = resolve_evaluate_config(
         policy, dataset, model, config, data_dir=None if data_dir is None else str(data_dir),
         epochs=epochs, batch_size=batch_size, lr=lr, weight_decay=weight_decay,
-        train_size=train_size, seeds=None if seeds is None else _parse_seeds(seeds), flip=flip, device=device,
-        compile=compile, init_weights=None if init_weights is None else str(init_weights),
+        train_size=train_size, seeds=None if seeds is None else _parse_seeds(seeds), flip=flip,
+        image_size=image_size, device=device,
+        compile=compile, precision=precision,
+        init_weights=None if init_weights is None else str(init_weights),
         replay=replay, workers=workers, eval_every=eval_every,
     )
     tag = Path(policy).stem if policy not in BASELINES else policy

@@ -6,7 +6,7 @@ per-channel mean and std of the training split. Where the images come from, in o
 
 1. torchvision's own files in the data directory (``cifar-10-batches-py/``,
    ``train_32x32.mat``…);
-2. an ImageFolder tree or archive there (``cifar10/``, ``cifar10.tar.gz``,
+2. an ImageFolder tree or archive there (``cifar10/``, ``cifar10.tar.gz``, ``cifar10.zip``,
    ``cifar10-jpeg.tar.gz``…) with ``train/<class>/*`` and ``test/<class>/*`` (``val/`` stands
    in for a missing ``test/``);
 3. a torchvision download into the data directory.
@@ -26,7 +26,9 @@ import logging
 import os
 import re
 import shutil
+import stat
 import struct
+import sys
 import tarfile
 import warnings
 import zipfile
@@ -48,10 +50,15 @@ log = logging.getLogger("hba.data")
 IMAGEFOLDER_PREFIX = "imagefolder:"
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".tiff", ".webp")
 SPLIT_FOLDERS = ("train", "extra", "val", "test")
-# ImageFolder data whose images differ in size (or are larger than this) is resized to
-# MIXED_SIZE_SIDE, the scale the paper searches at (CIFAR, reduced ImageNet).
-MAX_KEPT_SIDE = 64
+# ImageFolder data keeps its images' own size when they all share one square size; images of
+# different sizes, or not square, are resized to MIXED_SIZE_SIDE (the scale the paper searches
+# at: CIFAR, reduced ImageNet) unless --image-size says otherwise. Images larger than
+# TORCHVISION_MAX_SIDE are decoded by PIL, which checks its decompression-bomb limit first.
+TORCHVISION_MAX_SIDE = 64
 MIXED_SIZE_SIDE = 32
+# Decoded images live in memory (then on the device): a set larger than this fraction of the
+# machine's RAM is refused before it is decoded (imagefolder data is not streamed yet).
+MEMORY_FRACTION = 0.25
 STREAM_SIDE = 256          # full ImageNet: workers hand out 256×256 uint8 crops
 REDUCED_IMAGENET_SIDE = 32
 REDUCED_IMAGENET_CLASSES = 120
@@ -86,6 +93,7 @@ class ImageSplits:
     train_index: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
     val_index: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
     files: dict[str, list[str]] | None = None
+    image_size: int | None = None    # side of the (square) images; None: not square
 
     @property
     def num_classes(self) -> int:
@@ -101,6 +109,7 @@ class _Pool:
     train_labels: np.ndarray
     test_images: np.ndarray
     test_labels: np.ndarray
+    note: str = ""      # how the images were sized (imagefolder: printed on every load)
 
 
 @dataclass
@@ -228,25 +237,40 @@ DATASET_NAMES: tuple[str, ...] = ("digits", *RECIPES)
 def load_dataset(name: str, data_dir: str | os.PathLike | None = None,
                  train_size: int | None = None, val_size: int | None = None,
                  split_seed: int = 0, download: bool = True,
-                 cache: str | os.PathLike | None = None) -> ImageSplits:
+                 cache: str | os.PathLike | None = None,
+                 image_size: int | None = None) -> ImageSplits:
     """Find (or download), decode (or read from the cache) and split a dataset.
 
     The validation set is drawn first from the source's training pool, then the training set
     from the rest, both by ``split_seed``; the test set is the source's own and never sampled.
     ``val_size=0`` gives an empty validation set. HbaError (one line) when the data is not
     found or the sizes do not fit.
+
+    ``image_size`` (``imagefolder:`` data only) resizes every image (shorter side) and
+    centre-crops it to image_size × image_size; None keeps the images' own size when they all
+    share one square size, else resizes them to MIXED_SIZE_SIDE (32, the scale the paper
+    searches at and the size of CIFAR; predictable in memory and time whatever the photos
+    are). How the images were sized is printed once, one line on stderr, and kept in
+    ``ImageSplits.image_size``.
     """
     data_root = Path(data_dir).expanduser() if data_dir is not None else default_data_dir()
     cache_root = Path(cache).expanduser() if cache is not None else cache_dir()
     for size, what in ((train_size, "train_size"), (val_size, "val_size")):
         if size is not None and size < 0:
             raise HbaError(f"{what} must be >= 0, got {size}")
+    if image_size is not None and not name.startswith(IMAGEFOLDER_PREFIX):
+        raise HbaError(f"--image-size applies to imagefolder:PATH datasets only; {name} has its "
+                       "own size (leave image_size unset)")
+    if image_size is not None and (isinstance(image_size, bool) or image_size < 1):
+        raise HbaError(f"image_size must be a positive number of pixels, got {image_size!r}")
     if name == "digits":
         pool, family = _digits_pool(), "digits"
         default_train, default_val = DIGITS_TRAIN_SIZE, DIGITS_VAL_SIZE
     elif name.startswith(IMAGEFOLDER_PREFIX):
-        pool, family = _imagefolder_pool(name[len(IMAGEFOLDER_PREFIX):], data_root, cache_root), \
-            "imagefolder"
+        pool, family = _imagefolder_pool(name[len(IMAGEFOLDER_PREFIX):], data_root, cache_root,
+                                         image_size), "imagefolder"
+        if pool.note:
+            print(f"imagefolder: {pool.note}", file=sys.stderr, flush=True)
         # A user's data has no published split: a fifth (at most 10,000) validates.
         default_train, default_val = None, min(10000, len(pool.train_labels) // 5)
     elif name in RECIPES:
@@ -273,7 +297,13 @@ def load_dataset(name: str, data_dir: str | os.PathLike | None = None,
         val_labels=torch.from_numpy(pool.train_labels[val_idx].astype(np.int64)),
         test_images=torch.from_numpy(np.ascontiguousarray(pool.test_images)),
         test_labels=torch.from_numpy(pool.test_labels.astype(np.int64)),
-        mean=mean, std=std, train_index=train_idx, val_index=val_idx)
+        mean=mean, std=std, train_index=train_idx, val_index=val_idx,
+        image_size=_square_side(pool.test_images if len(pool.test_images) else pool.train_images))
+
+
+def _square_side(images: np.ndarray) -> int | None:
+    h, w = images.shape[-2:]
+    return int(h) if h == w else None
 
 
 # --------------------------------------------------------------------------- splits, statistics
@@ -340,12 +370,12 @@ def _digits_pool() -> _Pool:
 
 def _folder_candidates(root: Path, stems: Sequence[str], archives: bool = True) -> list[Path]:
     names = [n for stem in stems for n in (stem, f"{stem}-jpeg", f"{stem}-png", f"{stem}-images")]
-    suffixes = ("", ".tar", ".tar.gz", ".tgz") if archives else ("",)
+    suffixes = ("", ".tar", ".tar.gz", ".tgz", ".zip") if archives else ("",)
     return [root / f"{n}{s}" for n in names for s in suffixes]
 
 
 def _looked_for(stems: Sequence[str], archives: bool = True) -> str:
-    forms = "/, .tar, .tar.gz, .tgz" if archives else "/"
+    forms = "/, .tar, .tar.gz, .tgz, .zip" if archives else "/"
     return (f"an ImageFolder tree{' or archive' if archives else ''} "
             f"{'|'.join(stems)}[-jpeg|-png|-images][{forms}] with train/ and test/")
 
@@ -428,10 +458,11 @@ def _find_file_list(name: str, source: _Source, root: Path) -> _FileList:
                    "HBA_DATA at it")
 
 
-def _imagefolder_pool(path_text: str, data_root: Path, cache: Path) -> _Pool:
+def _imagefolder_pool(path_text: str, data_root: Path, cache: Path,
+                      image_size: int | None = None) -> _Pool:
     if not path_text:
         raise HbaError("imagefolder needs a path: imagefolder:PATH (a directory with train/ and "
-                       "test/, or a .tar/.tar.gz of one)")
+                       "test/, or a .tar/.tar.gz/.zip of one)")
     path = Path(path_text).expanduser()
     tried = [path]
     if not path.exists() and not path.is_absolute():
@@ -439,8 +470,9 @@ def _imagefolder_pool(path_text: str, data_root: Path, cache: Path) -> _Pool:
         tried.append(path)
     if not path.exists():
         raise HbaError(f"imagefolder path not found: {' or '.join(map(str, tried))} (give a "
-                       "directory with train/<class>/ and test/<class>/, or a .tar/.tar.gz of one)")
-    return _folder_pool(path, _Source("imagefolder", ()), cache)
+                       "directory with train/<class>/ and test/<class>/, or a .tar/.tar.gz/.zip "
+                       "of one)")
+    return _folder_pool(path, _Source("imagefolder", (), side=image_size), cache)
 
 
 # --------------------------------------------------------------------------- the decoded cache
@@ -464,7 +496,8 @@ def _cached(cache: Path, key: str, files: Sequence[Path], params: dict,
         try:
             with np.load(path, allow_pickle=False) as z:
                 return _Pool([str(c) for c in z["classes"]], z["train_images"], z["train_labels"],
-                             z["test_images"], z["test_labels"])
+                             z["test_images"], z["test_labels"],
+                             str(z["note"]) if "note" in z.files else "")
         except (OSError, ValueError, KeyError, zipfile.BadZipFile) as exc:
             log.warning("ignoring unreadable cache %s (%s)", path, _one_line(exc))
     pool = read()
@@ -478,7 +511,7 @@ def _store(cache: Path, key: str, files: Sequence[Path], params: dict, pool: _Po
     buffer = io.BytesIO()
     np.savez(buffer, classes=np.array(pool.classes, dtype=str), train_images=pool.train_images,
              train_labels=pool.train_labels, test_images=pool.test_images,
-             test_labels=pool.test_labels)
+             test_labels=pool.test_labels, note=np.array(pool.note))
     try:
         atomic_write_bytes(path, buffer.getbuffer())
     except OSError as exc:
@@ -541,26 +574,51 @@ def _tree_records(root: Path) -> list[_Record]:
     return records
 
 
+def _member_parts(name: str) -> tuple[str, ...] | None:
+    """The path parts of an archive member; None (the member is ignored) for an absolute name
+    or one with a '..' part. Members are only ever read into memory, never written, so such a
+    name could not escape anyway; ignoring it keeps data from outside the tree out of it."""
+    path = PurePosixPath(name)
+    if path.is_absolute() or ".." in path.parts:
+        return None
+    return path.parts
+
+
 def _archive_records(path: Path) -> list[_Record]:
-    """Members …/<split>/<class>/<file> of a tar (any compression), read in one pass."""
+    """Members …/<split>/<class>/<file> of a tar (any compression) or zip, read in one pass,
+    into memory (nothing is extracted to disk)."""
     records = []
     class_dirs: dict[tuple[str, ...], str] = {}     # (prefix…, split, class) → member name
+
+    def seen(name: str, is_dir: bool, is_file: bool, read: Callable[[], bytes]) -> None:
+        parts = _member_parts(name)
+        if parts is None:
+            return
+        if (is_dir and len(parts) >= 2 and parts[-2] in SPLIT_FOLDERS
+                and not parts[-1].startswith(".")):
+            class_dirs[parts] = name
+        if is_file and len(parts) >= 3 and parts[-3] in SPLIT_FOLDERS and _is_image(name):
+            records.append(_Record(parts[-3], parts[-2], parts[-1], read(),
+                                   f"{path} member {name}"))
+            filled.add(parts[:-1])
+            prefixes.add(parts[:-3])
+
     filled, prefixes = set(), set()
     try:
-        with tarfile.open(path, "r:*") as tar:
-            for member in tar:
-                parts = PurePosixPath(member.name).parts
-                if (member.isdir() and len(parts) >= 2 and parts[-2] in SPLIT_FOLDERS
-                        and not parts[-1].startswith(".")):
-                    class_dirs[parts] = member.name
-                if (member.isfile() and len(parts) >= 3 and parts[-3] in SPLIT_FOLDERS
-                        and _is_image(member.name)):
-                    records.append(_Record(parts[-3], parts[-2], parts[-1],
-                                           tar.extractfile(member).read(),
-                                           f"{path} member {member.name}"))
-                    filled.add(parts[:-1])
-                    prefixes.add(parts[:-3])
-    except (tarfile.TarError, OSError, EOFError) as exc:
+        if zipfile.is_zipfile(path) and not tarfile.is_tarfile(path):
+            with zipfile.ZipFile(path) as archive:
+                for info in archive.infolist():
+                    link = stat.S_ISLNK(info.external_attr >> 16)   # a symlink: not followed
+                    seen(info.filename, info.is_dir(), not info.is_dir() and not link,
+                         lambda info=info: archive.read(info))
+        else:
+            with tarfile.open(path, "r:*") as tar:
+                for member in tar:
+                    seen(member.name, member.isdir(), member.isfile(),
+                         lambda member=member: tar.extractfile(member).read())
+    except (tarfile.TarError, zipfile.BadZipFile, zipfile.LargeZipFile, RuntimeError,
+            NotImplementedError, OSError, EOFError) as exc:
+        # RuntimeError: an encrypted zip member; NotImplementedError: an unknown compression
         raise HbaError(f"cannot read archive {path}: {_one_line(exc)}") from None
     for parts in sorted(set(class_dirs) - filled):
         if parts[:-2] in prefixes:      # folders beside the data (another prefix) don't count
@@ -572,12 +630,12 @@ def _folder_records(path: Path) -> list[_Record]:
     if path.is_dir():
         return _tree_records(path)
     try:
-        is_tar = path.is_file() and tarfile.is_tarfile(path)
+        is_archive = path.is_file() and (tarfile.is_tarfile(path) or zipfile.is_zipfile(path))
     except OSError as exc:
         raise HbaError(f"cannot read archive {path}: {exc.strerror or _one_line(exc)}") from None
-    if is_tar:
+    if is_archive:
         return _archive_records(path)
-    raise HbaError(f"{path} is neither a directory nor a .tar/.tar.gz archive")
+    raise HbaError(f"{path} is neither a directory nor a .tar/.tar.gz/.zip archive")
 
 
 def _pick_test_split(records: Sequence[_Record], where: Path) -> str:
@@ -624,6 +682,8 @@ def _folder_pool(path: Path, source: _Source, cache: Path) -> _Pool:
         key_files = [path]
     params = {"side": source.side, "classes": source.class_subset,
               "train": list(source.train_folders)}
+    if source.side is None:     # the rule for None: any shared square size kept (was: ≤ 64)
+        params["sizing"] = "square-native"
     return _cached(cache, source.key, key_files, params, lambda: _decode_folder(path, source))
 
 
@@ -641,10 +701,10 @@ def _decode_folder(path: Path, source: _Source) -> _Pool:
     test, test_labels = _label_records(records, classes, test_split)
     log.info("decoding %d images of %s (once; cached afterwards)", len(train) + len(test), path)
     # Train and test are decoded together so that they end up the same size.
-    images = decode_images([r.payload for r in train + test], source.side,
-                           names=[r.where for r in train + test])
+    images, note = _decode_sized([r.payload for r in train + test], source.side, None,
+                                 [r.where for r in train + test])
     return _Pool(classes, images[:len(train)], np.concatenate(train_labels),
-                 images[len(train):], test_labels)
+                 images[len(train):], test_labels, note)
 
 
 def _subset_classes(classes: list[str], count: int, where: Path) -> list[str]:
@@ -668,7 +728,7 @@ def _tree_file_list(root: Path) -> _FileList:
 # --------------------------------------------------------------------------- decoding
 
 class _MixedSizes(Exception):
-    """The images do not share one small size: decode again with resizing."""
+    """The images do not share one square size: decode again with resizing."""
 
 
 # Pillow's modes of 16-bit greys (and "I", 32-bit, read as 16-bit: older Pillows open 16-bit
@@ -678,29 +738,62 @@ _SIXTEEN_BIT_MODES = ("I;16", "I;16B", "I;16L", "I;16N", "I")
 
 def decode_images(payloads: Sequence[bytes | Path], side: int | None = None,
                   workers: int | None = None, names: Sequence[str] | None = None) -> np.ndarray:
-    """Encoded images (bytes or paths) → uint8 N×3×H×W RGB.
+    """Encoded images (bytes or paths) → uint8 N×3×side×side RGB.
 
-    Without ``side``, images that all share one size of at most MAX_KEPT_SIDE keep it;
-    otherwise every image is resized (shorter side) and centre-cropped to ``side`` (default
-    MIXED_SIZE_SIDE). Native-size decoding uses torchvision's decoder (fast for small images);
-    resizing uses PIL's JPEG draft mode, in worker processes when there are many images.
+    Without ``side``, images that all share one square size keep it; otherwise every image is
+    resized (shorter side) and centre-cropped to ``side`` (default MIXED_SIZE_SIDE). Native-size
+    decoding uses torchvision's decoder for images up to TORCHVISION_MAX_SIDE (fast for small
+    images), PIL above; resizing uses PIL's JPEG draft mode, in worker processes when there are
+    many images. HbaError before decoding when the images would take more than MEMORY_FRACTION
+    of the machine's memory.
 
     16 bits a channel become 8 by keeping the high byte (v >> 8) on every path: what Pillow
     does itself for 16-bit RGB PNGs and torchvision's ``to_dtype(..., scale=True)`` does, so an
     image's pixels never depend on the images beside it. ``names`` (paths by default) name the
     images in errors: HbaError, one line, for an image that cannot be read, is empty, cannot
     be decoded, or is over Pillow's decompression-bomb limit (a PNG or JPEG larger than
-    MAX_KEPT_SIDE goes straight to PIL, which checks the limit in the header before decoding).
+    TORCHVISION_MAX_SIDE goes straight to PIL, which checks the limit in the header first).
     """
     if names is None:
         names = [str(p) if isinstance(p, Path) else f"#{i + 1} of {len(payloads)}"
                  for i, p in enumerate(payloads)]
-    if side is None:
-        try:
-            return _decode_native(payloads, names)
-        except _MixedSizes:
-            side = MIXED_SIZE_SIDE
-    return _decode_resized(payloads, side, workers, names)
+    return _decode_sized(payloads, side, workers, names)[0]
+
+
+def _decode_sized(payloads: Sequence[bytes | Path], side: int | None, workers: int | None,
+                  names: Sequence[str]) -> tuple[np.ndarray, str]:
+    """``decode_images`` and a line saying how the images were sized (the choice made)."""
+    if side is not None:
+        return (_decode_resized(payloads, side, workers, names),
+                f"images resized to {side}×{side} (--image-size {side})")
+    try:
+        images = _decode_native(payloads, names)
+        side = images.shape[-1]
+        return images, (f"images kept at their own size, {side}×{side} (--image-size N "
+                        "resizes them)")
+    except _MixedSizes:
+        side = MIXED_SIZE_SIDE
+        return (_decode_resized(payloads, side, workers, names),
+                f"images resized to {side}×{side} (they differ in size or are not square; "
+                "--image-size N sets the size)")
+
+
+def _memory_bytes() -> int | None:
+    """The machine's physical memory in bytes; None where it cannot be told."""
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (AttributeError, ValueError, OSError):
+        return None
+
+
+def _check_fits(count: int, side: int) -> None:
+    """HbaError (one line) when count images of side×side would overfill memory."""
+    need, total = count * 3 * side * side, _memory_bytes()
+    if total is not None and need > MEMORY_FRACTION * total:
+        raise HbaError(f"{count:,} images at {side}×{side} take {need / 2**30:.1f} GiB in memory, "
+                       f"over {MEMORY_FRACTION:.0%} of this machine's {total / 2**30:.1f} GiB "
+                       "(imagefolder data is held in memory, not streamed); choose a smaller "
+                       "--image-size or fewer images")
 
 
 def _read(payload: bytes | Path, where: str) -> bytes:
@@ -756,15 +849,20 @@ def _decode_native(payloads: Sequence[bytes | Path], names: Sequence[str]) -> np
     for i, payload in enumerate(payloads):
         data = _read(payload, names[i])
         size = _header_size(data)
-        if size is not None and max(size) > MAX_KEPT_SIDE:
-            raise _MixedSizes     # never decoded here: PIL resizes (draft mode, bomb limit)
-        try:
-            image = _torchvision_decode(data)
-        except (RuntimeError, ImportError):   # a format (bmp, tiff…) or a torchvision without it
-            image = _pil_decode(data, None, names[i])
+        if size is not None and (size[0] != size[1] or (
+                out is not None and size[0] != out.shape[-1])):
+            raise _MixedSizes     # told by the header, before decoding
+        if size is not None and max(size) > TORCHVISION_MAX_SIDE:
+            image = _pil_decode(data, None, names[i])   # PIL checks the bomb limit first
+        else:
+            try:
+                image = _torchvision_decode(data)
+            except (RuntimeError, ImportError):   # a format (bmp, tiff…) or no torchvision one
+                image = _pil_decode(data, None, names[i])
         if out is None:
-            if max(image.shape[1:]) > MAX_KEPT_SIDE:
+            if image.shape[1] != image.shape[2]:
                 raise _MixedSizes
+            _check_fits(len(payloads), image.shape[-1])
             out = np.empty((len(payloads), *image.shape), np.uint8)
         elif image.shape != out.shape[1:]:
             raise _MixedSizes
@@ -811,6 +909,7 @@ def _pil_decode(payload: bytes | Path, side: int | None, where: str | None = Non
 
 def _decode_resized(payloads: Sequence[bytes | Path], side: int, workers: int | None,
                     names: Sequence[str]) -> np.ndarray:
+    _check_fits(len(payloads), side)
     out = np.empty((len(payloads), 3, side, side), np.uint8)
     if workers is None:   # worker start-up only pays off for many (large) images
         workers = (os.cpu_count() or 1) if len(payloads) >= 5000 else 1

@@ -21,17 +21,21 @@ seed, after training, for the reported numbers.
 
 Recipe. SGD with momentum and nesterov, weight decay on every parameter, the learning rate
 moved every step (cosine to 0, or ×0.1 at the milestone epochs), the last partial batch of an
-epoch dropped. On CUDA: bf16 autocast, channels_last, the training set resident on the device as
-uint8, the schedule replayed batched on the device; a step never waits for the host (losses
-and accuracies accumulate on the device and are read once per epoch).
+epoch dropped. On CUDA: autocast (``--precision``: ``auto`` is bf16 on GPUs with native bf16,
+compute capability ≥ 8.0, else fp16 with a GradScaler; fp32 on the CPU), channels_last, the
+training set resident on the device as uint8, the schedule replayed batched on the device; a
+step never waits for the host (losses and accuracies accumulate on the device and are read once
+per epoch), except fp16's GradScaler, which reads its inf check back once per step. The
+resolved precision is recorded in config.json, the checkpoints and the results' ``config``.
 
 Randomness and resume. Seed s fixes the initial weights (``torch.manual_seed(s)`` before the
 model is built) and the batch order; every random stream of epoch e — the policy's, the
 baseline pipeline's, DataLoader workers', torch's global generator — is reseeded at the start of
 the epoch from (s, e, rank). A checkpoint after every epoch (model, optimiser, LR scheduler,
-epoch, log) is therefore all a resumed seed needs to continue exactly as the uninterrupted run
-would have (on CPU; CUDA kernels may be nondeterministic). With all probabilities zero a
-schedule trains bit-identically to ``cutout``: the policy draws from its own generator.
+gradient scaler, epoch, log) is therefore all a resumed seed needs to continue exactly as the
+uninterrupted run would have (on CPU; CUDA kernels may be nondeterministic). With all
+probabilities zero a schedule trains bit-identically to ``cutout``: the policy draws from its
+own generator.
 
 Data parallel (torchrun). Under ``torchrun --nproc_per_node=N`` (RANK/WORLD_SIZE/LOCAL_RANK in
 the environment) each process trains a DDP-wrapped replica on its own device (NCCL on CUDA,
@@ -74,8 +78,8 @@ from .policy import default_kernels
 from .presets import EvaluateConfig, ReplayMode, dataset_family, lr_factor
 from .replay import ScheduleAugmenter, ScheduleTransform, derive_seed
 from .results import EvaluationProvenance, EvaluationResults, SeedResult, Summary
-from .runtime import (COMPILING_NOTE, autocast, compile_network, device_description,
-                      memory_format, package_versions, resolve_device)
+from .runtime import (COMPILING_NOTE, compile_network, device_description, memory_format,
+                      package_versions, resolve_device, resolve_precision)
 
 BASELINES = ("none", "cutout", "autoaugment", "randaugment", "trivialaugment")
 TORCHVISION_BASELINES = ("autoaugment", "randaugment", "trivialaugment")
@@ -353,6 +357,7 @@ class TrainingData:
     train_labels: torch.Tensor
     test_images: torch.Tensor
     test_labels: torch.Tensor
+    image_size: int | None = None   # side of the square images (None: not square)
 
 
 def load_training_data(cfg: EvaluateConfig) -> TrainingData:
@@ -363,14 +368,15 @@ def load_training_data(cfg: EvaluateConfig) -> TrainingData:
     # (same split_seed, same 4,000 images); a full dataset holds nothing out.
     val_size = cfg.val_size if cfg.val_size is not None else (
         None if cfg.dataset.startswith("reduced-") else 0)
-    splits = load_dataset(cfg.dataset, cfg.data_dir, cfg.train_size, val_size, cfg.split_seed)
+    splits = load_dataset(cfg.dataset, cfg.data_dir, cfg.train_size, val_size, cfg.split_seed,
+                          image_size=cfg.image_size)
     if splits.files is not None:
         raise HbaError(f"{cfg.dataset} is streamed from image files, which hba evaluate does not "
                        "train on yet; use an in-memory dataset (e.g. reduced-imagenet)")
     return TrainingData(family=splits.family, num_classes=splits.num_classes,
                         mean=splits.mean, std=splits.std, train_images=splits.train_images,
                         train_labels=splits.train_labels, test_images=splits.test_images,
-                        test_labels=splits.test_labels)
+                        test_labels=splits.test_labels, image_size=splits.image_size)
 
 
 @dataclass
@@ -433,6 +439,8 @@ class SeedTrainer:
         self.optimizer = torch.optim.SGD(
             self.model.parameters(), lr=cfg.lr, momentum=cfg.momentum,
             nesterov=cfg.nesterov and cfg.momentum > 0, weight_decay=cfg.weight_decay)
+        self.precision = resolve_precision(cfg.precision, device)
+        self.scaler = self.precision.grad_scaler()   # a pass-through unless fp16
         steps = self.steps_per_epoch
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(
             self.optimizer, lambda step: lr_factor(step, cfg, steps))
@@ -470,12 +478,13 @@ class SeedTrainer:
         for images, labels in self.batches:
             x = self.pipeline.train(images, generator=self.generator)
             x = x.contiguous(memory_format=self.memory_format)
-            with autocast(self.device):
+            with self.precision.autocast():
                 logits = self.network(x)
                 loss = F.cross_entropy(logits, labels)
             self.optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            self.optimizer.step()
+            self.scaler.scale(loss).backward()
+            self.scaler.step(self.optimizer)   # skipped (fp16) when a gradient overflowed
+            self.scaler.update()
             self.scheduler.step()
             sums[0] += loss.detach() * labels.shape[0]
             sums[1] += (logits.detach().argmax(dim=1) == labels).sum()
@@ -504,7 +513,7 @@ class SeedTrainer:
             x = images[start:min(hi, start + batch)].to(self.device, non_blocking=True)
             y = labels[start:min(hi, start + batch)].to(self.device, non_blocking=True)
             x = self.pipeline.eval(x).contiguous(memory_format=self.memory_format)
-            with autocast(self.device):
+            with self.precision.autocast():
                 logits = self.model(x).float()
             top = logits.topk(k, dim=1).indices
             sums[0] += F.cross_entropy(logits, y, reduction="sum")
@@ -517,12 +526,14 @@ class SeedTrainer:
 
     def state_dict(self) -> dict[str, Any]:
         return {"model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
-                "scheduler": self.scheduler.state_dict()}
+                "scheduler": self.scheduler.state_dict(),
+                "grad_scaler": self.scaler.state_dict()}   # empty unless fp16
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.model.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
+        self.scaler.load_state_dict(state["grad_scaler"])
 
 
 # ---------------------------------------------------------------------------------------------
@@ -705,6 +716,9 @@ def run_evaluation(cfg: EvaluateConfig, out: Path, run_dir: Path, resume: bool =
     workers = cfg.workers if workers is None else workers
     ranks, device, created_group = start_processes(cfg.device)
     try:
+        # The precision this device runs (auto resolved): config.json, the checkpoints (a resume
+        # on another kind of GPU must match) and the results' config record it.
+        cfg = cfg.model_copy(update={"precision": resolve_precision(cfg.precision, device).name})
         return _run(cfg, out, run_dir, resume, command_line, progress and ranks.is_main,
                     replay, workers, on_epoch_end, ranks, device, session_start)
     finally:
@@ -762,7 +776,7 @@ def _run_seeds(cfg, out, run_dir, resume, command_line, progress, replay, worker
             summary=Summary.of(finished), config=cfg.model_dump(mode="json"),
             provenance=EvaluationProvenance(
                 versions=package_versions(), device=device_description(device),
-                world_size=ranks.world_size, command=command_line,
+                world_size=ranks.world_size, command=command_line, image_size=data.image_size,
                 wall_seconds=round(time.perf_counter() - session_start, 3),
                 created=datetime.now(timezone.utc),
                 schedule=None if policy.schedule is None or policy.schedule.provenance is None

@@ -28,6 +28,9 @@ ReplayMode = Literal["batched", "per-image"]
 
 COMPILE_HELP = ("torch.compile the network: fused kernels, and on CUDA its forward and backward "
                 "replayed as CUDA graphs (mode reduce-overhead); the first steps pay the compilation")
+IMAGE_SIZE_HELP = ("imagefolder: data only: resize (shorter side) and centre-crop every image to "
+                   "N×N (None: the images' own size when they all share one square size, else "
+                   "32×32)")
 FLIP_HELP = ("random horizontal flip in the baseline pipeline (None: the dataset family's "
              "default: on for CIFAR, ImageNet and imagefolder, off for SVHN and digits)")
 
@@ -99,9 +102,14 @@ class SearchConfig(_Config):
                              "(None: every hyperparameter at 0.95·lo + 0.05·hi)")
     init_epoch: Integer = Field(0, ge=0, description="which epoch of the init schedule (0-based)")
     flip: bool | None = Field(None, description=FLIP_HELP)
+    image_size: Integer | None = Field(None, gt=0, description=IMAGE_SIZE_HELP)
     seed: Seed = 0
     device: Device = "auto"
     compile: bool = Field(False, description=COMPILE_HELP)
+    precision: Literal["auto", "bf16", "fp16", "fp32"] = Field(
+        "auto", description="forward passes in: auto (CUDA: bf16 on GPUs with native bf16, "
+        "compute capability >= 8.0, else fp16 with a gradient scaler; CPU: fp32), bf16, fp16 "
+        "(CUDA only, gradient scaler) or fp32; saved resolved (auto replaced by what it chose)")
 
     _milestones = field_validator("lr_milestones")(_increasing_milestones)
 
@@ -135,6 +143,7 @@ class EvaluateConfig(_Config):
     seeds: list[Seed] = Field(default_factory=lambda: [0], min_length=1,
                               description="one trained model each; no seed twice")
     flip: bool | None = Field(None, description=FLIP_HELP)
+    image_size: Integer | None = Field(None, gt=0, description=IMAGE_SIZE_HELP)
     replay: ReplayMode = Field("batched", description="how a schedule is applied: batched on "
                                "the device, or per-image in DataLoader workers (for comparison)")
     workers: Integer | None = Field(None, ge=0, description="DataLoader workers per process for "
@@ -145,6 +154,10 @@ class EvaluateConfig(_Config):
                                      "(e.g. a search's network.pt) instead of a random init")
     device: Device = "auto"
     compile: bool = Field(False, description=COMPILE_HELP)
+    precision: Literal["auto", "bf16", "fp16", "fp32"] = Field(
+        "auto", description="forward passes in: auto (CUDA: bf16 on GPUs with native bf16, "
+        "compute capability >= 8.0, else fp16 with a gradient scaler; CPU: fp32), bf16, fp16 "
+        "(CUDA only, gradient scaler) or fp32; saved resolved (auto replaced by what it chose)")
 
     _milestones = field_validator("lr_milestones")(_increasing_milestones)
 

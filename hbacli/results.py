@@ -77,6 +77,7 @@ class EvaluationProvenance(_Strict):
     created: datetime
     schedule: dict[str, Any] | None = Field(
         None, description="provenance of the replayed schedule (its search), if a schedule")
+    image_size: int | None = Field(None, description="side of the square images trained on")
 
 
 class EvaluationResults(_Strict):

@@ -1,4 +1,5 @@
-"""Where and how tensors run: device choice, bf16 autocast, compilation, seeding, versions."""
+"""Where and how tensors run: device choice, precision (autocast, grad scaling), compilation,
+seeding, versions."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ import os
 import platform
 import random
 import shutil
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -34,11 +36,77 @@ def resolve_device(name: str = "auto") -> torch.device:
     return torch.device(name)
 
 
+PRECISIONS = ("auto", "bf16", "fp16", "fp32")
+NATIVE_BF16_CAPABILITY = (8, 0)   # Ampere and later compute in bf16; older GPUs emulate it
+
+
+@dataclass(frozen=True)
+class Precision:
+    """A resolved ``--precision`` on one kind of device: the autocast of the forward passes,
+    and whether the backward passes go through a GradScaler (fp16 only).
+
+    ``grad_scaler()`` is disabled (a pass-through: ``scale`` returns the loss, ``step`` calls
+    the optimiser's, ``update`` does nothing, its state dict is empty) for bf16 and fp32, so
+    the steps are written once and bf16/fp32 compute exactly as without it, with no host
+    synchronisation. fp16's scaler reads its inf check back to the host once per optimiser
+    step (``GradScaler.step``): the one synchronisation inside a step, and only in fp16."""
+
+    name: str          # "bf16", "fp16" or "fp32"
+    device_type: str   # "cpu", "cuda" or "mps"
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return {"bf16": torch.bfloat16, "fp16": torch.float16}.get(self.name, torch.float32)
+
+    @property
+    def uses_grad_scaler(self) -> bool:
+        return self.name == "fp16"
+
+    def autocast(self) -> contextlib.AbstractContextManager:
+        if self.name == "fp32":
+            return contextlib.nullcontext()
+        return torch.autocast(self.device_type, dtype=self.dtype)
+
+    def grad_scaler(self) -> torch.amp.GradScaler:
+        """A new scaler for one optimiser (its own scale, checkpointed with it)."""
+        return torch.amp.GradScaler(self.device_type, enabled=self.uses_grad_scaler)
+
+
+def resolve_precision(name: str, device: torch.device) -> Precision:
+    """``--precision`` on ``device``; HbaError (one line) where it cannot run there.
+
+    ``auto``: on CUDA bf16 where the GPU computes in bf16 natively (compute capability ≥ 8.0),
+    else fp16 with a gradient scaler (V100, T4: they report bf16 "supported" by emulation);
+    fp32 on the CPU and mps. Explicit ``bf16`` runs on any CUDA GPU torch can run it on, and on
+    the CPU (allowed; slower than fp32 on most CPUs). ``fp16`` is CUDA only (the CPU's fp16
+    autocast is slow and patchy). ``fp32`` on CUDA still uses TF32 matrix products
+    (``resolve_device``). Resolving an already resolved name gives it back."""
+    if name not in PRECISIONS:
+        raise HbaError(f"unknown precision '{name}' (use auto, bf16, fp16 or fp32)")
+    kind = device.type
+    if kind == "cuda":
+        if name == "auto":
+            native = tuple(torch.cuda.get_device_capability(device)) >= NATIVE_BF16_CAPABILITY
+            name = "bf16" if native else "fp16"
+        elif name == "bf16" and not torch.cuda.is_bf16_supported():
+            raise HbaError(f"--precision bf16: {torch.cuda.get_device_name(device)} cannot "
+                           f"compute in bfloat16; use fp16 (or auto) or fp32")
+    elif name == "auto":
+        name = "fp32"
+    elif name == "fp16":
+        raise HbaError(f"--precision fp16 is for CUDA GPUs (fp16 autocast on {kind} is slow or "
+                       f"unsupported); use fp32 (or auto){', or bf16' * (kind == 'cpu')}")
+    elif name == "bf16" and kind != "cpu":
+        raise HbaError(f"--precision bf16 runs on CUDA GPUs and the CPU, not on {kind}; use "
+                       f"fp32 (or auto)")
+    return Precision(name, kind)
+
+
 def autocast(device: torch.device) -> contextlib.AbstractContextManager:
-    """bf16 autocast on CUDA; plain fp32 on CPU (CPU bf16 is slower on most machines)."""
-    if device.type == "cuda":
-        return torch.autocast("cuda", dtype=torch.bfloat16)
-    return contextlib.nullcontext()
+    """The autocast ``--precision auto`` gives on ``device``, without its grad scaler: for
+    forward passes and benchmarks. Training steps use ``resolve_precision`` (scaler
+    included)."""
+    return resolve_precision("auto", device).autocast()
 
 
 def memory_format(device: torch.device) -> torch.memory_format:

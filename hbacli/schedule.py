@@ -100,6 +100,7 @@ class Provenance(_Strict):
     dataset: str
     train_size: Count | None = None
     val_size: Count | None = None
+    image_size: Count | None = Field(None, description="side of the square images searched on")
     model: str | None = None
     strategy: str | None = None
     seed: Count | None = None

@@ -39,13 +39,24 @@ starting policy (the default's, or ``init``'s: a warm start from a schedule's ep
 
 Reproducibility: the batch order of epoch e is a function of (seed, e) only
 (``DeviceLoader.set_epoch``); the noise/augmentation generator, torch's global generators,
-both optimisers and the LR scheduler are checkpointed after every epoch. A resumed run
-therefore repeats the uninterrupted run exactly (on CPU; CUDA kernels may be
-nondeterministic).
+both optimisers, their gradient scalers (fp16) and the LR scheduler are checkpointed after every
+epoch. A resumed run therefore repeats the uninterrupted run exactly (on CPU; CUDA kernels may
+be nondeterministic).
+
+Precision (``--precision``, ``runtime.resolve_precision``): ``auto`` is bf16 autocast on GPUs
+with native bf16 (compute capability ≥ 8.0), fp16 autocast on older GPUs, fp32 on the CPU. Under
+fp16 each optimiser has its own GradScaler (``sgd_scaler`` for φ, ``adam_scaler`` for λ): the
+two steps back-propagate different losses into different parameters (the training loss into φ;
+the validation loss, through the hyper-layers only, into λ's 54 entries), so each keeps the
+scale its own gradients allow, and an overflow in one step neither skips nor shrinks the
+other's (one shared scaler, updated after each step, would be correct too, but tuned to
+both). The resolved precision is what config.json, the checkpoint and the schedule's provenance
+(``config.precision``) record; a resume must match it.
 
 Performance: data are resident on the device as uint8, augmentation is batched, the forward
-pass runs under bf16 autocast with channels_last on CUDA, and losses/accuracies accumulate in
-device tensors that are read once per epoch — no host-device synchronisation inside a step.
+pass runs under autocast (above) with channels_last on CUDA, and losses/accuracies accumulate in
+device tensors that are read once per epoch — no host-device synchronisation inside a step
+(under fp16 the GradScaler reads its inf check back once per optimiser step).
 Checkpoints are serialised on the main thread and written (fsync included) on a background
 thread, so a fast GPU does not wait on the disk. On the CPU the search runs on one intra-op
 thread unless OMP_NUM_THREADS says otherwise (see ``cpu_threads``).
@@ -80,8 +91,8 @@ from .hyper import to_hypernetwork
 from .nets import MODEL_NAMES, build_model
 from .policy import augment_batch, default_kernels, physical_from_lambda
 from .presets import SearchConfig, lr_factor
-from .runtime import (COMPILING_NOTE, autocast, compile_network, device_description,
-                      memory_format, package_versions, resolve_device, seed_everything)
+from .runtime import (COMPILING_NOTE, compile_network, device_description, memory_format,
+                      package_versions, resolve_device, resolve_precision, seed_everything)
 from .schedule import Provenance, Schedule, save_schedule
 
 CHECKPOINT_FORMAT = "hba-search-checkpoint"
@@ -213,6 +224,10 @@ class SearchEngine:
         self.lr_scheduler = torch.optim.lr_scheduler.LambdaLR(
             self.sgd, lambda step: lr_factor(step, cfg, steps_per_epoch))
         self.adam = torch.optim.Adam([self.lam], lr=cfg.hyper_lr)
+        # fp16: one GradScaler per optimiser (see the module's docstring); else pass-throughs.
+        self.precision = resolve_precision(cfg.precision, device)
+        self.sgd_scaler = self.precision.grad_scaler()
+        self.adam_scaler = self.precision.grad_scaler()
         # One generator drives ε, the policy's randomness and the baseline pipeline's.
         self.generator = torch.Generator(device=device)
         self.generator.manual_seed(cfg.seed)
@@ -245,11 +260,12 @@ class SearchEngine:
         x = self.pipeline.train(x, generator=self.generator)
         x = x.contiguous(memory_format=self.memory_format)
         self.hypernet.train()
-        with autocast(self.device):
+        with self.precision.autocast():
             loss = F.cross_entropy(self.hypernet(x, self.hyper_input(lam_i)), labels)
         self.sgd.zero_grad(set_to_none=True)
-        loss.backward()
-        self.sgd.step()
+        self.sgd_scaler.scale(loss).backward()
+        self.sgd_scaler.step(self.sgd)   # skipped (fp16) when a gradient overflowed
+        self.sgd_scaler.update()
         self.lr_scheduler.step()
         self._train_loss_sum += loss.detach() * labels.shape[0]
         self._train_count += labels.shape[0]
@@ -261,13 +277,15 @@ class SearchEngine:
         # φ frozen: a compiled network then traces a backward for λ alone (on 2 CPU cores,
         # wrn16_1: 111 → 78 ms per λ step; eager autograd skips φ's gradients anyway)
         with self._phi_frozen():
-            with torch.set_grad_enabled(update), autocast(self.device):
+            with torch.set_grad_enabled(update), self.precision.autocast():
                 logits = self.hypernet(x, self.hyper_input(self.lam))
                 loss = F.cross_entropy(logits, labels)
             if update:
                 self.adam.zero_grad(set_to_none=True)
-                loss.backward(inputs=[self.lam])  # φ gets no gradient from validation data
-                self.adam.step()
+                # φ gets no gradient from validation data
+                self.adam_scaler.scale(loss).backward(inputs=[self.lam])
+                self.adam_scaler.step(self.adam)
+                self.adam_scaler.update()
         self.hypernet.train()
         self._val_loss_sum += loss.detach() * labels.shape[0]
         self._val_correct += (logits.detach().argmax(dim=1) == labels).sum()
@@ -291,7 +309,7 @@ class SearchEngine:
         total, count = torch.zeros((), device=self.device), 0
         for images, labels in self.val_loader:
             x = self.pipeline.eval(images).contiguous(memory_format=self.memory_format)
-            with autocast(self.device):
+            with self.precision.autocast():
                 total += F.cross_entropy(self.hypernet(x, self.hyper_input(lam)), labels,
                                          reduction="sum")
             count += labels.shape[0]
@@ -369,6 +387,9 @@ class SearchEngine:
             "sgd": self.sgd.state_dict(),
             "adam": self.adam.state_dict(),
             "lr_scheduler": self.lr_scheduler.state_dict(),
+            # empty dicts unless fp16 (a disabled scaler has no state)
+            "grad_scalers": {"sgd": self.sgd_scaler.state_dict(),
+                             "adam": self.adam_scaler.state_dict()},
             "rng": {"torch_cpu": torch.get_rng_state(),
                     "torch_cuda": torch.cuda.get_rng_state_all() if cuda else [],
                     "generator": self.generator.get_state()},
@@ -382,6 +403,8 @@ class SearchEngine:
         self.sgd.load_state_dict(state["sgd"])
         self.adam.load_state_dict(state["adam"])
         self.lr_scheduler.load_state_dict(state["lr_scheduler"])
+        self.sgd_scaler.load_state_dict(state["grad_scalers"]["sgd"])
+        self.adam_scaler.load_state_dict(state["grad_scalers"]["adam"])
         torch.set_rng_state(state["rng"]["torch_cpu"])
         if state["rng"]["torch_cuda"]:
             torch.cuda.set_rng_state_all(state["rng"]["torch_cuda"])
@@ -481,7 +504,8 @@ def _schedule(cfg: SearchConfig, splits: ImageSplits, device: torch.device, stat
               command_line: str | None) -> Schedule:
     provenance = Provenance(
         dataset=cfg.dataset, train_size=int(splits.train_labels.shape[0]),
-        val_size=int(splits.val_labels.shape[0]), model=cfg.model, strategy=cfg.strategy,
+        val_size=int(splits.val_labels.shape[0]), image_size=splits.image_size,
+        model=cfg.model, strategy=cfg.strategy,
         seed=cfg.seed, epochs=state.epochs_done, search_seconds=round(state.elapsed_seconds, 3),
         device=device_description(device), versions=package_versions(), command=command_line,
         config=cfg.model_dump(mode="json"), created=datetime.now(timezone.utc),
@@ -655,11 +679,15 @@ def run_search(cfg: SearchConfig, out: Path, run_dir: Path, resume: bool = False
     if cfg.model not in MODEL_NAMES:  # fail before a possibly long dataset download
         raise HbaError(f"unknown model '{cfg.model}' (known: {', '.join(MODEL_NAMES)})")
     device = resolve_device(cfg.device)
+    # The precision this device runs (auto resolved): config.json, the checkpoint (a resume on
+    # another kind of GPU must match) and the schedule's provenance record it in the config.
+    cfg = cfg.model_copy(update={"precision": resolve_precision(cfg.precision, device).name})
     starting_lambda(cfg)   # a bad --init fails now, not after the data are loaded
     payload = _read_checkpoint(checkpoint_path, cfg, device) if resume else None
 
     seed_everything(cfg.seed)
-    splits = load_dataset(cfg.dataset, cfg.data_dir, cfg.train_size, cfg.val_size, cfg.split_seed)
+    splits = load_dataset(cfg.dataset, cfg.data_dir, cfg.train_size, cfg.val_size, cfg.split_seed,
+                          image_size=cfg.image_size)
     with files.hold(), cpu_threads(device):
         run = SearchRun(cfg, splits, device, run_dir, command_line, payload, session_start)
         atomic_write_json(run_dir / CONFIG_NAME, cfg.model_dump(mode="json"))

@@ -244,6 +244,8 @@ SEARCH_FIELDS = {
     "init": (["--init", "flag.json"], "file.json", "flag.json"),
     "init_epoch": (["--init-epoch", "3"], 2, 3),
     "flip": (["--flip"], False, True),
+    "image_size": (["--image-size", "40"], 96, 40),
+    "precision": (["--precision", "bf16"], "fp32", "bf16"),
     "device": (["--device", "cpu"], "cuda", "cpu"),
     "compile": (["--no-compile"], True, False),
 }
@@ -308,6 +310,8 @@ EVALUATE_FIELDS = {
     "train_size": (["--train-size", "300"], 200, 300),
     "seeds": (["--seeds", "3,4"], [5, 6], [3, 4]),
     "flip": (["--flip"], False, True),
+    "image_size": (["--image-size", "40"], 96, 40),
+    "precision": (["--precision", "bf16"], "fp32", "bf16"),
     "init_weights": (["--init-weights", "flag.pt"], "file.pt", "flag.pt"),
     "replay": (["--replay", "per-image"], "batched", "per-image"),
     "workers": (["--workers", "2"], 5, 2),

@@ -14,8 +14,10 @@ from hbacli import ops_native, policy
 
 @pytest.fixture
 def fresh_library(monkeypatch, tmp_path):
-    """An empty kernel cache and no loaded library, restored afterwards."""
+    """An empty kernel cache, no loaded library and none installed (these tests are about the
+    first-use build), restored afterwards."""
     monkeypatch.setenv("HBA_CACHE", str(tmp_path))
+    monkeypatch.setattr(ops_native, "_installed", lambda: None)
     ops_native.library.cache_clear()
     yield tmp_path
     ops_native.library.cache_clear()
