@@ -70,6 +70,8 @@ from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn,
                            TimeElapsedColumn, TimeRemainingColumn)
 from rich.table import Table
 
+# re-exported: ``from hbacli.evaluate import Ranks`` keeps working
+from .distributed import Ranks, shard_size, start_processes, wrap_for_training  # noqa: F401
 from .errors import HbaError
 from .checkpoint import checkpoint_bytes, load_network_weights, read_checkpoint
 from .runs import RunFiles, file_errors_explained
@@ -78,8 +80,8 @@ from .policy import default_kernels
 from .presets import EvaluateConfig, ReplayMode, dataset_family, lr_factor
 from .replay import ScheduleAugmenter, ScheduleTransform, derive_seed
 from .results import EvaluationProvenance, EvaluationResults, SeedResult, Summary
-from .runtime import (COMPILING_NOTE, compile_network, device_description, memory_format,
-                      package_versions, resolve_device, resolve_precision)
+from .runtime import (COMPILING_NOTE, device_description, memory_format, package_versions,
+                      resolve_precision)
 
 BASELINES = ("none", "cutout", "autoaugment", "randaugment", "trivialaugment")
 TORCHVISION_BASELINES = ("autoaugment", "randaugment", "trivialaugment")
@@ -159,84 +161,8 @@ def torchvision_policy(name: str, family: str):
 
 
 # ---------------------------------------------------------------------------------------------
-# Processes: one, or many under torchrun
-# ---------------------------------------------------------------------------------------------
-
-@dataclass(frozen=True)
-class Ranks:
-    """This process's place among the data-parallel processes (one process: rank 0 of 1)."""
-
-    rank: int = 0
-    world_size: int = 1
-
-    @property
-    def is_main(self) -> bool:
-        return self.rank == 0
-
-    @property
-    def parallel(self) -> bool:
-        return self.world_size > 1
-
-    def sum(self, tensor: torch.Tensor) -> torch.Tensor:
-        if self.parallel:
-            dist.all_reduce(tensor)
-        return tensor
-
-    def from_main(self, fn: Callable[[], Any]) -> Any:
-        """``fn()`` run on rank 0; its value (or its HbaError) on every rank."""
-        if not self.parallel:
-            return fn()
-        box: list[Any] = [None]
-        if self.is_main:
-            try:
-                box[0] = ("value", fn())
-            except HbaError as exc:
-                box[0] = ("error", str(exc))
-        dist.broadcast_object_list(box, src=0)
-        kind, value = box[0]
-        if kind == "error":
-            raise HbaError(value)
-        return value
-
-    def main_first(self, fn: Callable[[], Any]) -> Any:
-        """``fn()`` on rank 0, then on the others (a download happens once); rank 0's
-        HbaError is raised on every rank."""
-        value = None
-
-        def on_main() -> None:
-            nonlocal value
-            value = fn()
-
-        self.from_main(on_main)
-        return value if self.is_main else fn()
-
-
-def start_processes(device_name: str) -> tuple[Ranks, torch.device, bool]:
-    """Join torchrun's process group when WORLD_SIZE > 1; returns (ranks, device, created)."""
-    world_size = int(os.environ.get("WORLD_SIZE", "1"))
-    device = resolve_device(device_name)
-    if world_size <= 1:
-        return Ranks(), device, False
-    if device.type == "cuda":
-        local_rank = int(os.environ.get("LOCAL_RANK", "0"))
-        torch.cuda.set_device(local_rank)
-        device = torch.device("cuda", local_rank)
-    created = not dist.is_initialized()
-    if created:
-        dist.init_process_group(backend="nccl" if device.type == "cuda" else "gloo")
-    return Ranks(dist.get_rank(), dist.get_world_size()), device, created
-
-
-# ---------------------------------------------------------------------------------------------
 # Batches of an epoch: uint8 images on the device with the policy applied, and labels
 # ---------------------------------------------------------------------------------------------
-
-def shard_size(batch_size: int, ranks: Ranks) -> int:
-    if batch_size % ranks.world_size:
-        raise HbaError(f"batch size {batch_size} does not split evenly over "
-                       f"{ranks.world_size} processes")
-    return batch_size // ranks.world_size
-
 
 class DeviceBatches:
     """The training set resident on the device; the policy (if any) applied to whole batches."""
@@ -396,23 +322,6 @@ class EpochRecord:
 
 LOG_FIELDS = tuple(f.name for f in fields(EpochRecord))
 
-
-
-def wrap_for_training(model: torch.nn.Module, device: torch.device, ranks: Ranks,
-                      compile: bool) -> torch.nn.Module:
-    """The module the training loop calls: ``model``, under DDP when there are several ranks,
-    compiled last (in place) when asked. DDP first, then compile: torch.compile then splits the
-    graph at DDP's gradient buckets so their all-reduces overlap the backward; a network compiled
-    before wrapping hides its backward from DDP, whose all-reduce then waits for all of it."""
-    from torch.nn.parallel import DistributedDataParallel
-
-    network = model
-    if ranks.parallel:
-        network = DistributedDataParallel(
-            model, device_ids=[device.index] if device.type == "cuda" else None)
-    if compile:
-        compile_network(network, device, cuda_graphs=not ranks.parallel)
-    return network
 
 
 class SeedTrainer:

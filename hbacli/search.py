@@ -60,6 +60,25 @@ device tensors that are read once per epoch — no host-device synchronisation i
 Checkpoints are serialised on the main thread and written (fsync included) on a background
 thread, so a fast GPU does not wait on the disk. On the CPU the search runs on one intra-op
 thread unless OMP_NUM_THREADS says otherwise (see ``cpu_threads``).
+
+Data parallel (torchrun). Under ``torchrun --nproc_per_node=N`` each process holds a replica of
+the hypernetwork and the same λ. Every rank iterates the same global batch order (the loaders'
+seeds do not depend on the rank) and takes its contiguous 1/N share of each global training and
+validation batch, so a global step sees the same images as one process would (``batch_size``
+is the global batch; one not divisible by N is refused). The φ step runs through
+DistributedDataParallel (gradients averaged over ranks). The λ step calls the bare hypernetwork
+(φ is frozen there, and DDP's reducer must not wait for φ's gradients), then averages λ's
+gradient over the ranks (equal shares, equal weights) before Adam's step, so every rank holds
+the same λ and the same Adam state. ε, the policy's and the baseline pipeline's randomness
+(and torch's global generator) come from per-rank streams seeded by (seed, rank). The epoch's
+loss and accuracy sums are all-reduced at the epoch's one synchronisation. BatchNorm normalises
+with each rank's share (per-rank batch statistics; running statistics are rank 0's, broadcast
+by DDP), and the noise draws differ from a one-process run's: the schedule therefore matches
+the one-process run with the same global batch closely, not exactly (entry 0 is identical).
+Rank 0 alone checks, locks and writes the run directory and prints; it reads the checkpoint and
+passes it on, every rank loading it; the checkpoint holds every rank's random state, so a
+resume needs the same number of processes. ``--compile`` compiles the DDP wrapper (DDP first,
+as ``distributed.wrap_for_training`` orders it); the λ step then runs eagerly.
 """
 
 from __future__ import annotations
@@ -83,16 +102,18 @@ from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn,
 
 from . import space
 from .data import BaselinePipeline, ImageSplits, load_dataset, make_loader
+from .distributed import Ranks, shard_size, start_processes, wrap_for_training
 from .errors import HbaError
 from .checkpoint import checkpoint_bytes, network_bytes, read_checkpoint
-from .runs import RunFiles
+from .replay import derive_seed
+from .runs import RunFiles, file_errors_explained
 from .files import atomic_write_bytes, atomic_write_json, atomic_write_text, dataclass_csv_text
 from .hyper import to_hypernetwork
 from .nets import MODEL_NAMES, build_model
 from .policy import augment_batch, default_kernels, physical_from_lambda
 from .presets import SearchConfig, lr_factor
 from .runtime import (COMPILING_NOTE, compile_network, device_description, memory_format,
-                      package_versions, resolve_device, resolve_precision, seed_everything)
+                      package_versions, resolve_precision, seed_everything)
 from .schedule import Provenance, Schedule, save_schedule
 
 CHECKPOINT_FORMAT = "hba-search-checkpoint"
@@ -104,6 +125,10 @@ CONFIG_NAME = "config.json"
 LOG_NAME = "log.csv"
 RUN_FILES = (CHECKPOINT_NAME, SCHEDULE_NAME, CONFIG_NAME, LOG_NAME, NETWORK_NAME)
 TOP_OPS_SHOWN = 3
+# Per-rank random streams under torchrun (derive_seed(seed, rank, stream)); one process keeps
+# the seed itself, as before.
+RANK_STREAM_NOISE = 1
+RANK_STREAM_GLOBAL = 2
 # Settings that do not change the computation: a run may be resumed with them changed.
 RESUME_IGNORED_FIELDS = frozenset({"device", "data_dir", "compile"})
 
@@ -188,11 +213,15 @@ class EpochMetrics:
 
 
 class SearchEngine:
-    """Algorithm 1 on one device. Knows nothing of files, progress or the CLI."""
+    """Algorithm 1 on one device (one rank of several under torchrun: see the module's
+    docstring). Knows nothing of files, progress or the CLI."""
 
-    def __init__(self, cfg: SearchConfig, splits: ImageSplits, device: torch.device):
+    def __init__(self, cfg: SearchConfig, splits: ImageSplits, device: torch.device,
+                 ranks: Ranks = Ranks()):
         self.cfg = cfg
         self.device = device
+        self.ranks = ranks
+        self.share = shard_size(cfg.batch_size, ranks)   # this rank's images of a global batch
         self.memory_format = memory_format(device)
         self.rounds = rounds_per_epoch(len(splits.train_labels) // cfg.batch_size,
                                        len(splits.val_labels) // cfg.batch_size, cfg)
@@ -209,8 +238,13 @@ class SearchEngine:
         self.hypernet = to_hypernetwork(model, cfg.strategy, space.NUM_HYPERPARAMETERS,
                                         cfg.hyper_v_init)
         self.hypernet.to(device=device, memory_format=self.memory_format)
-        if cfg.compile:
-            compile_network(self.hypernet, device)
+        if ranks.parallel:
+            # the φ step's module: DDP, then compiled (the λ step calls the bare hypernet)
+            self.train_net = wrap_for_training(self.hypernet, device, ranks, cfg.compile)
+        else:
+            self.train_net = self.hypernet
+            if cfg.compile:
+                compile_network(self.hypernet, device)
         self.kernels = default_kernels(device, cfg.compile)  # the policy's
         self._phi = list(self.hypernet.parameters())  # frozen during each λ step
         # λ0: the search's starting point, and the origin the hyper-layers see λ from.
@@ -230,8 +264,24 @@ class SearchEngine:
         self.adam_scaler = self.precision.grad_scaler()
         # One generator drives ε, the policy's randomness and the baseline pipeline's.
         self.generator = torch.Generator(device=device)
-        self.generator.manual_seed(cfg.seed)
+        self.generator.manual_seed(self._rank_seed(RANK_STREAM_NOISE))
+        if ranks.parallel:   # after the model is built: every rank starts from the same φ
+            torch.manual_seed(self._rank_seed(RANK_STREAM_GLOBAL))
         self._reset_sums()
+
+    def _rank_seed(self, stream: int) -> int:
+        """The seed itself in one process; under torchrun a stream of (seed, rank)."""
+        if not self.ranks.parallel:
+            return self.cfg.seed
+        return derive_seed(self.cfg.seed, self.ranks.rank, stream)
+
+    def _share(self, images: torch.Tensor, labels: torch.Tensor
+               ) -> tuple[torch.Tensor, torch.Tensor]:
+        """This rank's contiguous share of a global batch (the whole batch in one process)."""
+        if not self.ranks.parallel:
+            return images, labels
+        start = self.ranks.rank * self.share
+        return images[start:start + self.share], labels[start:start + self.share]
 
     # -- the two steps ----------------------------------------------------------------------
 
@@ -251,6 +301,7 @@ class SearchEngine:
 
     def train_step(self, images: torch.Tensor, labels: torch.Tensor) -> None:
         """Eq. 13: SGD on φ with per-example λ_i = λ + ε_i driving augmentation and network."""
+        images, labels = self._share(images, labels)
         noise = torch.randn(images.shape[0], space.NUM_HYPERPARAMETERS, device=self.device,
                             generator=self.generator)
         lam_i = self.lam.detach() + self.cfg.sigma * noise
@@ -259,9 +310,9 @@ class SearchEngine:
                           kernels=self.kernels)
         x = self.pipeline.train(x, generator=self.generator)
         x = x.contiguous(memory_format=self.memory_format)
-        self.hypernet.train()
+        self.train_net.train()
         with self.precision.autocast():
-            loss = F.cross_entropy(self.hypernet(x, self.hyper_input(lam_i)), labels)
+            loss = F.cross_entropy(self.train_net(x, self.hyper_input(lam_i)), labels)
         self.sgd.zero_grad(set_to_none=True)
         self.sgd_scaler.scale(loss).backward()
         self.sgd_scaler.step(self.sgd)   # skipped (fp16) when a gradient overflowed
@@ -272,6 +323,7 @@ class SearchEngine:
 
     def hyper_step(self, images: torch.Tensor, labels: torch.Tensor, update: bool = True) -> None:
         """Eq. 11: Adam on λ from an unaugmented validation batch at the unperturbed λ."""
+        images, labels = self._share(images, labels)
         x = self.pipeline.eval(images).contiguous(memory_format=self.memory_format)
         self.hypernet.train(self.cfg.val_bn_mode == "train")
         # φ frozen: a compiled network then traces a backward for λ alone (on 2 CPU cores,
@@ -284,6 +336,8 @@ class SearchEngine:
                 self.adam.zero_grad(set_to_none=True)
                 # φ gets no gradient from validation data
                 self.adam_scaler.scale(loss).backward(inputs=[self.lam])
+                if self.ranks.parallel:   # every rank steps with the mean: λ stays identical
+                    self.ranks.sum(self.lam.grad).div_(self.ranks.world_size)
                 self.adam_scaler.step(self.adam)
                 self.adam_scaler.update()
         self.hypernet.train()
@@ -303,7 +357,8 @@ class SearchEngine:
 
     @torch.no_grad()
     def validation_loss(self, lam: torch.Tensor) -> float:
-        """Mean loss of the hypernetwork at ``lam`` over the validation set (λ-step BN mode)."""
+        """Mean loss of the hypernetwork at ``lam`` over the validation set (λ-step BN mode;
+        this process's whole set, not a share)."""
         self.val_loader.set_epoch(0)
         self.hypernet.train(self.cfg.val_bn_mode == "train")
         total, count = torch.zeros((), device=self.device), 0
@@ -349,12 +404,15 @@ class SearchEngine:
         self._train_count = self._val_count = 0
 
     def _read_sums(self) -> EpochMetrics:
-        # The one host-device synchronisation of the epoch.
-        sums = torch.stack([self._train_loss_sum, self._val_loss_sum, self._val_correct]).tolist()
-        val = self._val_count or math.nan
-        return EpochMetrics(train_loss=sums[0] / max(1, self._train_count),
+        # The one host-device synchronisation of the epoch (and, under torchrun, the one
+        # all-reduce of the metrics: every rank saw an equal share, so counts scale by N).
+        sums = self.ranks.sum(torch.stack([self._train_loss_sum, self._val_loss_sum,
+                                           self._val_correct])).tolist()
+        train_count = self._train_count * self.ranks.world_size
+        val = self._val_count * self.ranks.world_size or math.nan
+        return EpochMetrics(train_loss=sums[0] / max(1, train_count),
                             val_loss=sums[1] / val, val_accuracy=sums[2] / val,
-                            train_images=self._train_count)
+                            train_images=train_count)
 
     # -- λ as the schedule sees it ------------------------------------------------------------
 
@@ -390,10 +448,23 @@ class SearchEngine:
             # empty dicts unless fp16 (a disabled scaler has no state)
             "grad_scalers": {"sgd": self.sgd_scaler.state_dict(),
                              "adam": self.adam_scaler.state_dict()},
-            "rng": {"torch_cpu": torch.get_rng_state(),
-                    "torch_cuda": torch.cuda.get_rng_state_all() if cuda else [],
-                    "generator": self.generator.get_state()},
+            "rng": self._rng_state(cuda),
         }
+
+    def _rng_state(self, cuda: bool) -> dict[str, Any]:
+        return {"torch_cpu": torch.get_rng_state(),
+                "torch_cuda": torch.cuda.get_rng_state_all() if cuda else [],
+                "generator": self.generator.get_state()}
+
+    def checkpoint_state(self) -> dict[str, Any]:
+        """``state_dict()``, and under torchrun every rank's random state (``rank_rng``, in rank
+        order; ``rng`` stays rank 0's). Collective: every rank calls it."""
+        state = self.state_dict()
+        if self.ranks.parallel:
+            gathered: list[Any] = [None] * self.ranks.world_size
+            torch.distributed.all_gather_object(gathered, state["rng"])
+            state["rank_rng"] = gathered
+        return state
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.hypernet.load_state_dict(state["hypernetwork"])
@@ -405,10 +476,11 @@ class SearchEngine:
         self.lr_scheduler.load_state_dict(state["lr_scheduler"])
         self.sgd_scaler.load_state_dict(state["grad_scalers"]["sgd"])
         self.adam_scaler.load_state_dict(state["grad_scalers"]["adam"])
-        torch.set_rng_state(state["rng"]["torch_cpu"])
-        if state["rng"]["torch_cuda"]:
-            torch.cuda.set_rng_state_all(state["rng"]["torch_cuda"])
-        self.generator.set_state(state["rng"]["generator"])
+        rng = state["rank_rng"][self.ranks.rank] if "rank_rng" in state else state["rng"]
+        torch.set_rng_state(rng["torch_cpu"])
+        if rng["torch_cuda"]:
+            torch.cuda.set_rng_state_all(rng["torch_cuda"])
+        self.generator.set_state(rng["generator"])
 
 
 # ---------------------------------------------------------------------------------------------
@@ -469,12 +541,13 @@ class BackgroundWriter:
             self._pool.shutdown(wait=True)
 
 
-def _checkpoint_bytes(cfg: SearchConfig, device: torch.device, engine: SearchEngine,
-                      state: RunState) -> bytes:
+def _checkpoint_bytes(cfg: SearchConfig, device: torch.device, engine_state: dict[str, Any],
+                      state: RunState, world_size: int) -> bytes:
     return checkpoint_bytes(
         CHECKPOINT_FORMAT, CHECKPOINT_VERSION, cfg.model_dump(mode="json"),
         device_type=device.type,
-        engine=engine.state_dict(),
+        world_size=world_size,   # processes under torchrun (1: none); absent before: 1
+        engine=engine_state,
         epochs_done=state.epochs_done,
         probabilities=torch.tensor(state.probabilities, dtype=torch.float64),
         magnitudes=torch.tensor(state.magnitudes, dtype=torch.float64),
@@ -483,12 +556,19 @@ def _checkpoint_bytes(cfg: SearchConfig, device: torch.device, engine: SearchEng
     )
 
 
-def _read_checkpoint(path: Path, cfg: SearchConfig, device: torch.device) -> dict[str, Any]:
+def _read_checkpoint(path: Path, cfg: SearchConfig, device: torch.device,
+                     world_size: int = 1) -> dict[str, Any]:
     payload = read_checkpoint(path, CHECKPOINT_FORMAT, CHECKPOINT_VERSION,
                               cfg.model_dump(mode="json"), RESUME_IGNORED_FIELDS, "search")
     if payload["device_type"] != device.type:
         raise HbaError(f"cannot resume on {device.type}: the checkpoint in {path.parent} was "
                        f"made on {payload['device_type']} (use --device {payload['device_type']})")
+    made_by = payload.get("world_size", 1)
+    if made_by != world_size:
+        how = (f"torchrun --nproc_per_node={made_by}" if made_by > 1 else "one process, "
+               "without torchrun")
+        raise HbaError(f"cannot resume with {world_size} process{'es' * (world_size != 1)}: the "
+                       f"checkpoint in {path.parent} was made by {made_by} (resume with {how})")
     return payload
 
 
@@ -501,13 +581,16 @@ def _run_state_from(payload: dict[str, Any]) -> RunState:
 
 
 def _schedule(cfg: SearchConfig, splits: ImageSplits, device: torch.device, state: RunState,
-              command_line: str | None) -> Schedule:
+              command_line: str | None, world_size: int = 1) -> Schedule:
+    described = device_description(device)
+    if world_size > 1:
+        described += f" × {world_size} processes (torchrun)"
     provenance = Provenance(
         dataset=cfg.dataset, train_size=int(splits.train_labels.shape[0]),
         val_size=int(splits.val_labels.shape[0]), image_size=splits.image_size,
         model=cfg.model, strategy=cfg.strategy,
         seed=cfg.seed, epochs=state.epochs_done, search_seconds=round(state.elapsed_seconds, 3),
-        device=device_description(device), versions=package_versions(), command=command_line,
+        device=described, versions=package_versions(), command=command_line,
         config=cfg.model_dump(mode="json"), created=datetime.now(timezone.utc),
     )
     return Schedule.from_arrays(np.array(state.probabilities), np.array(state.magnitudes),
@@ -574,10 +657,10 @@ class SearchRun:
 
     def __init__(self, cfg: SearchConfig, splits: ImageSplits, device: torch.device,
                  run_dir: Path, command_line: str | None, payload: dict[str, Any] | None,
-                 session_start: float):
-        self.cfg, self.splits, self.device = cfg, splits, device
+                 session_start: float, ranks: Ranks = Ranks()):
+        self.cfg, self.splits, self.device, self.ranks = cfg, splits, device, ranks
         self.run_dir, self.command_line = run_dir, command_line
-        self.engine = SearchEngine(cfg, splits, device)
+        self.engine = SearchEngine(cfg, splits, device, ranks)
         self.state = RunState()
         if payload is not None:
             self.engine.load_state_dict(payload["engine"])
@@ -601,7 +684,9 @@ class SearchRun:
                 self._check_finite(epoch, metrics)
                 self._epoch_seconds.append(time.perf_counter() - started)
                 record = self._finish_epoch(epoch, metrics, in_effect)
-                writer.submit(self._epoch_files())
+                files = self._epoch_files()   # on every rank (collective); rank 0 writes
+                if self.ranks.is_main:
+                    writer.submit(files)
                 bar.end_epoch(record)
                 if on_epoch_end is not None:
                     writer.wait()  # the callback sees this epoch's files on disk
@@ -648,16 +733,22 @@ class SearchRun:
         return record
 
     def _epoch_files(self) -> list[Callable[[], None]]:
-        """This epoch's writes, with their contents taken now; the checkpoint last."""
+        """This epoch's writes, with their contents taken now; the checkpoint last. Every rank
+        calls it (the ranks' random states are gathered); only rank 0's list is not empty."""
+        engine_state = self.engine.checkpoint_state()
+        if not self.ranks.is_main:
+            return []
         schedule = self.schedule()
         log_text = dataclass_csv_text(self.state.records, EpochRecord)
-        checkpoint = _checkpoint_bytes(self.cfg, self.device, self.engine, self.state)
+        checkpoint = _checkpoint_bytes(self.cfg, self.device, engine_state, self.state,
+                                       self.ranks.world_size)
         return [lambda: save_schedule(schedule, self.run_dir / SCHEDULE_NAME),
                 lambda: atomic_write_text(self.run_dir / LOG_NAME, log_text),
                 lambda: atomic_write_bytes(self.run_dir / CHECKPOINT_NAME, checkpoint)]
 
     def schedule(self) -> Schedule:
-        return _schedule(self.cfg, self.splits, self.device, self.state, self.command_line)
+        return _schedule(self.cfg, self.splits, self.device, self.state, self.command_line,
+                         self.ranks.world_size)
 
 
 def run_search(cfg: SearchConfig, out: Path, run_dir: Path, resume: bool = False,
@@ -669,40 +760,74 @@ def run_search(cfg: SearchConfig, out: Path, run_dir: Path, resume: bool = False
     ``schedule.json`` (the schedule so far, after every epoch), ``log.csv`` (one row per epoch),
     and at the end ``network.pt`` (the state dict of ``cfg.model`` at the final λ).
     ``on_epoch_end`` is called after each epoch's files are written (tests use it to interrupt).
+    Under torchrun the same call searches data-parallel (see the module's docstring); only rank
+    0 writes and prints.
     """
     session_start = time.perf_counter()
     out, run_dir = Path(out), Path(run_dir)
+    ranks, device, created_group = start_processes(cfg.device)
+    try:
+        return _search(cfg, out, run_dir, resume, command_line, progress and ranks.is_main,
+                       on_epoch_end, ranks, device, session_start)
+    finally:
+        if created_group:
+            torch.distributed.destroy_process_group()
+
+
+def _search(cfg: SearchConfig, out: Path, run_dir: Path, resume: bool, command_line: str | None,
+            progress: bool, on_epoch_end: Callable[[EpochRecord], None] | None, ranks: Ranks,
+            device: torch.device, session_start: float) -> Schedule:
     checkpoint_path = run_dir / CHECKPOINT_NAME
     files = RunFiles(run_dir, out, checkpoints=CHECKPOINT_NAME, reserved=RUN_FILES,
                      resume=resume, what="search")
-    files.check()
+    ranks.from_main(files.check)
     if cfg.model not in MODEL_NAMES:  # fail before a possibly long dataset download
         raise HbaError(f"unknown model '{cfg.model}' (known: {', '.join(MODEL_NAMES)})")
-    device = resolve_device(cfg.device)
+    shard_size(cfg.batch_size, ranks)   # a global batch that does not split: refused now
     # The precision this device runs (auto resolved): config.json, the checkpoint (a resume on
     # another kind of GPU must match) and the schedule's provenance record it in the config.
     cfg = cfg.model_copy(update={"precision": resolve_precision(cfg.precision, device).name})
     starting_lambda(cfg)   # a bad --init fails now, not after the data are loaded
-    payload = _read_checkpoint(checkpoint_path, cfg, device) if resume else None
+    payload = (ranks.from_main(lambda: _read_checkpoint(checkpoint_path, cfg, device,
+                                                        ranks.world_size))
+               if resume else None)
 
     seed_everything(cfg.seed)
-    splits = load_dataset(cfg.dataset, cfg.data_dir, cfg.train_size, cfg.val_size, cfg.split_seed,
-                          image_size=cfg.image_size)
-    with files.hold(), cpu_threads(device):
-        run = SearchRun(cfg, splits, device, run_dir, command_line, payload, session_start)
+    splits = ranks.main_first(lambda: load_dataset(cfg.dataset, cfg.data_dir, cfg.train_size,
+                                                   cfg.val_size, cfg.split_seed,
+                                                   image_size=cfg.image_size))
+    ranks.from_main(files.acquire)   # rank 0 creates and locks the run directory
+    failed = True
+    try:
+        with file_errors_explained(), cpu_threads(device):
+            schedule, bar, epochs_done, elapsed = _search_epochs(
+                cfg, out, run_dir, command_line, progress, on_epoch_end, ranks, device,
+                session_start, splits, payload)
+        failed = False
+    finally:
+        if ranks.is_main:
+            files.release(failed)
+    epochs = f"{epochs_done} epoch{'s' * (epochs_done != 1)}"
+    bar.print(f"schedule written to {out} ({epochs}, search time "
+              f"{_format_duration(elapsed)}; run files in {run_dir})")
+    return schedule
+
+
+def _search_epochs(cfg, out, run_dir, command_line, progress, on_epoch_end, ranks, device,
+                   session_start, splits, payload):
+    run = SearchRun(cfg, splits, device, run_dir, command_line, payload, session_start, ranks)
+    if ranks.is_main:
         atomic_write_json(run_dir / CONFIG_NAME, cfg.model_dump(mode="json"))
-        with SearchProgress(progress, cfg.epochs, run.state.epochs_done, run.engine.rounds) as bar:
-            if payload is not None:
-                bar.print(f"resuming {run_dir} after epoch {run.state.epochs_done}/{cfg.epochs}")
-            if cfg.compile:
-                bar.print(COMPILING_NOTE)
-            run.run_epochs(bar, on_epoch_end)
-        run.state.elapsed_seconds = run.elapsed()
-        schedule = run.schedule()
+    with SearchProgress(progress, cfg.epochs, run.state.epochs_done, run.engine.rounds) as bar:
+        if payload is not None:
+            bar.print(f"resuming {run_dir} after epoch {run.state.epochs_done}/{cfg.epochs}")
+        if cfg.compile:
+            bar.print(COMPILING_NOTE)
+        run.run_epochs(bar, on_epoch_end)
+    run.state.elapsed_seconds = run.elapsed()
+    schedule = run.schedule()
+    if ranks.is_main:
         save_schedule(schedule, out)
         save_schedule(schedule, run_dir / SCHEDULE_NAME)
         atomic_write_bytes(run_dir / NETWORK_NAME, network_bytes(run.engine.plain_network()))
-    epochs = f"{run.state.epochs_done} epoch{'s' * (run.state.epochs_done != 1)}"
-    bar.print(f"schedule written to {out} ({epochs}, search time "
-              f"{_format_duration(run.state.elapsed_seconds)}; run files in {run_dir})")
-    return schedule
+    return schedule, bar, run.state.epochs_done, run.state.elapsed_seconds
