@@ -17,6 +17,12 @@ import typer
 
 from .errors import HbaError
 
+# Path parameters are never pre-checked by click (its readability check prints a usage box):
+# the loaders give the one-line error.
+_path_option = functools.partial(typer.Option, readable=False)
+_path_argument = functools.partial(typer.Argument, readable=False)
+
+
 def _version(value: bool) -> None:
     if value:
         from importlib.metadata import version
@@ -109,7 +115,7 @@ def search(
                                           "reduced-imagenet, imagenet, or imagefolder:PATH. "
                                           "Brings the paper's Table 8 settings (default: the "
                                           "--config file's, else digits)."),
-    data_dir: Optional[Path] = typer.Option(None, readable=False, help="Where datasets are found or downloaded "
+    data_dir: Optional[Path] = _path_option(None, help="Where datasets are found or downloaded "
                                             "(default: $HBA_DATA, else a user cache dir)."),
     model: Optional[str] = typer.Option(None, help="Network the hypernetwork is built from "
                                         "(default: the dataset's preset, e.g. wrn40_2)."),
@@ -145,7 +151,7 @@ def search(
     hyper_input: Optional[str] = typer.Option(None, help="What the hyper-layers are fed: "
                                               "centred (λ − λ0, default) or raw (λ, the paper's "
                                               "literal form); the same function family."),
-    init: Optional[Path] = typer.Option(None, readable=False, help="Warm start: λ starts from this schedule's "
+    init: Optional[Path] = _path_option(None, help="Warm start: λ starts from this schedule's "
                                         "values (continue a search, or start from a policy you "
                                         "trust)."),
     init_epoch: Optional[int] = typer.Option(None, help="Which epoch of --init to start from "
@@ -155,10 +161,10 @@ def search(
     device: Optional[str] = typer.Option(None, help=DEVICE_HELP),
     compile: Optional[bool] = typer.Option(None, "--compile/--no-compile", help=COMPILE_FLAG_HELP),
     precision: Optional[str] = typer.Option(None, help=PRECISION_FLAG_HELP),
-    config: Optional[Path] = typer.Option(None, readable=False, help="YAML or JSON file of settings (any field "
+    config: Optional[Path] = _path_option(None, help="YAML or JSON file of settings (any field "
                                           "of the resolved config); flags override it."),
-    out: Path = typer.Option(Path("schedule.json"), readable=False, help="Where the final schedule is written."),
-    run_dir: Optional[Path] = typer.Option(None, readable=False, help="Checkpoints, per-epoch schedule, CSV log "
+    out: Path = _path_option(Path("schedule.json"), help="Where the final schedule is written."),
+    run_dir: Optional[Path] = _path_option(None, help="Checkpoints, per-epoch schedule, CSV log "
                                            "and resolved config (default: a new "
                                            "runs/search-DATASET-TIME; with --resume the newest)."),
     resume: bool = typer.Option(False, help="Continue the interrupted run in --run-dir."),
@@ -189,7 +195,7 @@ def evaluate(
                                         "shake26_2x96d (default: the dataset's usual one)."),
     dataset: Optional[str] = typer.Option(None, help="Dataset name, as for search "
                                           "(default: the --config file's, else digits)."),
-    data_dir: Optional[Path] = typer.Option(None, readable=False, help="As for search."),
+    data_dir: Optional[Path] = _path_option(None, help="As for search."),
     epochs: Optional[int] = typer.Option(None, help="Training epochs (default: Table 9); the "
                                          "schedule is stretched linearly to this length."),
     batch_size: Optional[int] = typer.Option(None, help="Batch size (default: Table 9)."),
@@ -209,16 +215,16 @@ def evaluate(
     eval_every: Optional[int] = typer.Option(None, help="Also test the network every N epochs, "
                                              "into epochs.csv (default 0: only at the end, as "
                                              "the paper)."),
-    init_weights: Optional[Path] = typer.Option(None, readable=False, help="Start the network from this state "
+    init_weights: Optional[Path] = _path_option(None, help="Start the network from this state "
                                                 "dict instead of a random init, e.g. a "
                                                 "search's network.pt (same --model)."),
     device: Optional[str] = typer.Option(None, help=DEVICE_HELP),
     compile: Optional[bool] = typer.Option(None, "--compile/--no-compile", help=COMPILE_FLAG_HELP),
     precision: Optional[str] = typer.Option(None, help=PRECISION_FLAG_HELP),
-    config: Optional[Path] = typer.Option(None, readable=False, help="YAML or JSON file of settings; flags "
+    config: Optional[Path] = _path_option(None, help="YAML or JSON file of settings; flags "
                                           "override it."),
-    out: Path = typer.Option(Path("results.json"), readable=False, help="Per-seed and summary results (JSON)."),
-    run_dir: Optional[Path] = typer.Option(None, readable=False, help="Checkpoints and per-epoch CSV "
+    out: Path = _path_option(Path("results.json"), help="Per-seed and summary results (JSON)."),
+    run_dir: Optional[Path] = _path_option(None, help="Checkpoints and per-epoch CSV "
                                            "(default: a new runs/evaluate-DATASET-MODEL-POLICY-"
                                            "TIME; with --resume the newest)."),
     resume: bool = typer.Option(False, help="Continue interrupted seeds from --run-dir."),
@@ -247,7 +253,7 @@ def evaluate(
 @app.command()
 @_user_errors
 def export(
-    schedule: Path = typer.Argument(..., readable=False, help="A schedule file (hba-schedule JSON)."),
+    schedule: Path = _path_argument(..., help="A schedule file (hba-schedule JSON)."),
     format: str = typer.Option(..., "--format", "-f", help="json: the schedule itself, "
                                "validated (stretched with --epochs); csv: one row per epoch, "
                                "a probability and a magnitude column per op copy; pba: PBA's "
@@ -256,7 +262,7 @@ def export(
     epochs: Optional[int] = typer.Option(None, help="Stretch the schedule linearly to this "
                                          "many epochs first. For pba, PBA's training epochs "
                                          "(then --hp_policy_epochs the same) replay it exactly."),
-    out: Path = typer.Option(..., readable=False, help="Output file (written atomically); for pba its name "
+    out: Path = _path_option(..., help="Output file (written atomically); for pba its name "
                              "must end in .txt, as PBA requires of --hp_policy files."),
 ) -> None:
     """Write a schedule in another format."""
@@ -269,8 +275,8 @@ def export(
 @app.command()
 @_user_errors
 def inspect(
-    schedule: Path = typer.Argument(..., readable=False, help="A schedule file (hba-schedule JSON)."),
-    png: Optional[Path] = typer.Option(None, readable=False, help="Also write the two panels as a PNG picture."),
+    schedule: Path = _path_argument(..., help="A schedule file (hba-schedule JSON)."),
+    png: Optional[Path] = _path_option(None, help="Also write the two panels as a PNG picture."),
 ) -> None:
     """Draw a schedule as the paper's Figure 4: magnitudes per epoch and a probability heat map."""
     from .plots import inspect_schedule

@@ -25,7 +25,6 @@ import json
 import logging
 import os
 import re
-import shutil
 import stat
 import struct
 import sys
@@ -43,7 +42,7 @@ import torch
 import torch.nn.functional as F
 
 from .errors import HbaError
-from .files import atomic_write_bytes, cache_dir
+from .files import atomic_write_bytes, cache_dir, outermost_missing, remove_created
 
 log = logging.getLogger("hba.data")
 
@@ -403,11 +402,11 @@ def _find_pool(name: str, source: _Source, root: Path, cache: Path, download: bo
     failure = "download not allowed"
     if tv is not None and download:
         log.info("%s not found in %s: downloading with torchvision", name, root)
-        created = _outermost_missing(root)   # torchvision makes root before it downloads
+        created = outermost_missing(root)   # torchvision makes root before it downloads
         try:
             pool = _torchvision_read(tv, root, True, name)
         except BaseException as exc:
-            _remove_created(created)         # a failed download leaves no folder behind
+            remove_created(created)         # a failed download leaves no folder behind
             if isinstance(exc, HbaError) or not isinstance(exc, Exception):
                 raise
             # network, permissions, disk: all one line for the user
@@ -421,21 +420,6 @@ def _find_pool(name: str, source: _Source, root: Path, cache: Path, download: bo
     raise HbaError(f"dataset {name} not found in {root}: looked for {' and '.join(looked)}; "
                    f"{failure}; put the data there, or point --data-dir or HBA_DATA at it")
 
-
-def _outermost_missing(path: Path) -> Path | None:
-    """The outermost of ``path`` and its parents that does not exist yet (None: path exists)."""
-    missing = None
-    for folder in (path, *path.parents):
-        if folder.exists():
-            break
-        missing = folder
-    return missing
-
-
-def _remove_created(folder: Path | None) -> None:
-    """Remove a folder this command created (with any partial download in it)."""
-    if folder is not None and folder.is_dir():
-        shutil.rmtree(folder, ignore_errors=True)
 
 
 def _torchvision_read(tv: _TorchvisionFiles, root: Path, download: bool, name: str) -> _Pool:

@@ -7,6 +7,7 @@ import io
 import json
 from dataclasses import asdict, fields
 import os
+import shutil
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -28,6 +29,24 @@ def cache_dir() -> Path:
 
 # Read once at import: os.umask can only be read by setting it, which is not thread-safe.
 _FILE_MODE = 0o666 & ~_read_umask()
+
+
+def outermost_missing(path: Path) -> Path | None:
+    """The outermost of ``path`` and its parents that does not exist yet (None: path exists):
+    what ``path.mkdir(parents=True)`` would create, so what a failed command must remove."""
+    missing = None
+    for folder in (path, *path.parents):
+        if folder.exists():
+            break
+        missing = folder
+    return missing
+
+
+def remove_created(folder: Path | None) -> None:
+    """Remove a folder this command created (``outermost_missing`` before it did), contents
+    and all; None does nothing."""
+    if folder is not None and folder.is_dir():
+        shutil.rmtree(folder, ignore_errors=True)
 
 
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:

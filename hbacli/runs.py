@@ -11,7 +11,8 @@
   with one line. A lock whose process is gone (same host) is taken over; on another host, or on
   Windows (where probing a process would kill it), the user deletes a stale lock by hand.
 - ``release(failed)``: drops the lock; after a failed start (no checkpoint written yet) removes
-  the run directory if this command created it, so no empty ``runs/…`` folder is left behind.
+  the folders this command created for the run directory (``runs/`` too, if it made it), so no
+  empty folder is left behind.
 - ``hold()``: the three around a block, with every ``OSError`` turned into one ``HbaError`` line
   naming the file.
 
@@ -24,12 +25,12 @@ from __future__ import annotations
 import contextlib
 import fnmatch
 import os
-import shutil
 import socket
 from pathlib import Path
 from typing import Iterator
 
 from .errors import HbaError
+from .files import outermost_missing, remove_created
 
 LOCK_NAME = ".lock"
 NAME_MAX_FALLBACK = 255
@@ -104,7 +105,7 @@ class RunFiles:
         self.run_dir, self.out = Path(run_dir), Path(out)
         self.checkpoints, self.reserved = checkpoints, reserved + (LOCK_NAME,)
         self.resume, self.what = resume, what
-        self._created = False
+        self._created: Path | None = None   # the outermost folder acquire() made
         self._locked = False
 
     @property
@@ -159,7 +160,7 @@ class RunFiles:
 
     def acquire(self) -> None:
         """Create the run directory (remembering whether this command did) and lock it."""
-        self._created = not self.run_dir.exists()
+        self._created = outermost_missing(self.run_dir)
         try:
             self.run_dir.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
@@ -210,8 +211,8 @@ class RunFiles:
         if self._locked:
             self.lock_path.unlink(missing_ok=True)
             self._locked = False
-        if failed and self._created and not self.checkpoint_files():
-            shutil.rmtree(self.run_dir, ignore_errors=True)   # only what this command made
+        if failed and not self.checkpoint_files():
+            remove_created(self._created)   # only what this command made (runs/ included)
 
     @contextlib.contextmanager
     def hold(self) -> Iterator["RunFiles"]:

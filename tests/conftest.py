@@ -73,6 +73,16 @@ def full_cifar_data_dir() -> Path:
     return SHARED_DATASETS
 
 
+@pytest.fixture
+def isolated_cache(tmp_path, monkeypatch) -> Path:
+    """A cache folder of the test's own (decoded datasets are cached by file listing) and no
+    HBA_DATA from the environment. Use with ``pytest.mark.usefixtures("isolated_cache")``."""
+    cache = tmp_path / "cache"
+    monkeypatch.setenv("HBA_CACHE", str(cache))
+    monkeypatch.delenv("HBA_DATA", raising=False)
+    return cache
+
+
 @pytest.fixture(scope="module")
 def one_torch_thread():
     """Tiny nets gain nothing from a second thread and lose much to OpenMP contention when

@@ -30,13 +30,8 @@ from hbacli.errors import HbaError
 CLASSES = ("cat", "dog")
 
 
-@pytest.fixture(autouse=True)
-def isolated_cache(tmp_path, monkeypatch) -> Path:
-    """Every test decodes into its own cache (decoded images are cached by file listing)."""
-    cache = tmp_path / "cache"
-    monkeypatch.setenv("HBA_CACHE", str(cache))
-    monkeypatch.delenv("HBA_DATA", raising=False)
-    return cache
+# Every test decodes into its own cache, with no HBA_DATA from the environment.
+pytestmark = pytest.mark.usefixtures("isolated_cache")
 
 
 # --------------------------------------------------------------------------- making folders

@@ -7,12 +7,10 @@ table-driven tests run every case through both where it applies to both."""
 from __future__ import annotations
 
 import errno
-import json
 import os
 import subprocess
 import sys
 
-import numpy as np
 import pytest
 from typer.testing import CliRunner
 
@@ -248,4 +246,4 @@ def test_a_failed_start_leaves_no_run_folder(tmp_path, kind, monkeypatch):
              *TINY_EVALUATE])
     result = CliRunner().invoke(app, args)
     one_error_line(result)
-    assert not (tmp_path / "runs").exists() or not any((tmp_path / "runs").iterdir())
+    assert not (tmp_path / "runs").exists()          # runs/ itself was made by this command

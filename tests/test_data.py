@@ -30,13 +30,8 @@ from conftest import CIFAR_CLASSES, TEST_DATA
 SHIPPED_TRAIN, SHIPPED_TEST = 100, 20      # images per class in tests/data/cifar10-jpeg.tar.gz
 
 
-@pytest.fixture(autouse=True)
-def isolated_cache(tmp_path, monkeypatch) -> Path:
-    """Every test gets its own cache dir and no HBA_DATA from the environment."""
-    cache = tmp_path / "cache"
-    monkeypatch.setenv("HBA_CACHE", str(cache))
-    monkeypatch.delenv("HBA_DATA", raising=False)
-    return cache
+# Every test decodes into its own cache, with no HBA_DATA from the environment.
+pytestmark = pytest.mark.usefixtures("isolated_cache")
 
 
 @pytest.fixture(scope="session")

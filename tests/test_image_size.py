@@ -22,12 +22,8 @@ from hbacli.errors import HbaError
 from conftest import CIFAR_CLASSES
 
 
-@pytest.fixture(autouse=True)
-def isolated_cache(tmp_path, monkeypatch) -> Path:
-    cache = tmp_path / "cache"
-    monkeypatch.setenv("HBA_CACHE", str(cache))
-    monkeypatch.delenv("HBA_DATA", raising=False)
-    return cache
+# Every test decodes into its own cache, with no HBA_DATA from the environment.
+pytestmark = pytest.mark.usefixtures("isolated_cache")
 
 
 def _write_set(root: Path, cifar_slice, sizes, classes=("cat", "dog"), per_class=3,

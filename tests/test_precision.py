@@ -23,7 +23,6 @@ from hbacli.errors import HbaError
 from hbacli.evaluate import run_evaluation, seed_checkpoint_path
 from hbacli.presets import resolve_evaluate_config, resolve_search_config
 from hbacli.runtime import Precision, resolve_precision
-from hbacli.schedule import load_schedule
 from hbacli.search import SearchEngine, run_search
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
