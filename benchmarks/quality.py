@@ -45,7 +45,7 @@ HARMFUL_OP = "Posterize"
 HARMFUL_PROBABILITY = 0.5
 HARMFUL_MAGNITUDE = 7.6          # rounds to 8: every bit removed, a black image
 IDENTITY_OP_ON_GREY = "Color"    # an exact identity on grey images (digits)
-BASELINES = ("none", "cutout", "randaugment", "trivialaugment")
+COMPARED_BASELINES = ("none", "cutout", "randaugment", "trivialaugment")
 ACCURACY_MARGIN = 0.5            # points of test error the schedule may trail by
 PROBABILITY_OF = {oc.label: i for i, oc in enumerate(space.OP_COPIES)}
 
@@ -238,7 +238,7 @@ def main() -> None:
     started = time.perf_counter()
     pool = ProcessPoolExecutor(max_workers=args.jobs, mp_context=get_context("spawn"))
     total = len(seeds) * ((0 if args.skip_harmful else 1) + 1
-                          + (0 if args.skip_accuracy else len(BASELINES) + 1))
+                          + (0 if args.skip_accuracy else len(COMPARED_BASELINES) + 1))
     done: list[int] = []
 
     def submit(label: str, *job):
@@ -252,7 +252,7 @@ def main() -> None:
                           overrides, str(out / f"search-seed{s}")) for s in seeds]
         evaluations: dict[str, list] = {}
         if not args.skip_accuracy:
-            for policy in BASELINES:
+            for policy in COMPARED_BASELINES:
                 evaluations[policy] = [submit(
                     f"evaluate {policy}, seed {s}", evaluate_job, args.dataset, policy, s,
                     args.eval_epochs, args.device, str(out / f"evaluate-{policy}-seed{s}"))

@@ -15,6 +15,7 @@ from typing import Callable, Optional
 
 import typer
 
+from .catalogue import BASELINES, choices
 from .errors import HbaError
 
 # Path parameters are never pre-checked by click (its readability check prints a usage box):
@@ -44,9 +45,6 @@ app = typer.Typer(
 def _main(version: bool = typer.Option(False, "--version", callback=_version, is_eager=True,
                                        help="Print hba's version and exit.")) -> None:
     """Hypernetwork-Based Augmentation: search augmentation schedules, replay them, inspect them."""
-
-BASELINES = ("none", "cutout", "autoaugment", "randaugment", "trivialaugment")
-
 
 def _user_errors(fn: Callable) -> Callable:
     """Turn HbaError into one line on stderr and exit code 2; Ctrl-C into exit 130."""
@@ -234,7 +232,7 @@ def evaluate(
     from .presets import resolve_evaluate_config
 
     if policy not in BASELINES and not Path(policy).is_file():
-        raise HbaError(f"'{policy}' is neither a schedule file nor one of {', '.join(BASELINES)}")
+        raise HbaError(f"'{policy}' is neither a schedule file nor one of {choices(BASELINES)}")
     cfg = resolve_evaluate_config(
         policy, dataset, model, config, data_dir=None if data_dir is None else str(data_dir),
         epochs=epochs, batch_size=batch_size, lr=lr, weight_decay=weight_decay,

@@ -23,14 +23,14 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from .catalogue import FAMILIES, choices
 from .datasets import STREAM_SIDE, ImageSplits, load_dataset
 from .errors import HbaError
 from .space import FILL
 
 __all__ = ["ImageSplits", "load_dataset", "DeviceLoader", "StreamingLoader", "make_loader",
-           "BaselinePipeline", "FAMILIES"]
+           "BaselinePipeline"]
 
-FAMILIES = ("cifar", "svhn", "imagenet", "digits", "imagefolder")
 MaybeGenerator = Optional[torch.Generator]   # on the images' device; None: torch's default RNG
 
 
@@ -341,36 +341,13 @@ def pca_lighting(x: torch.Tensor, alpha_std: float = 0.1,
     return x + shift[:, :, None, None]
 
 
-@dataclass(frozen=True)
-class FamilyPipeline:
-    """The baseline pipeline of one dataset family at 32×32 (pad and Cutout scale with side/32)."""
-
-    flip: bool          # random horizontal flip by default (``flip`` config field overrides)
-    pad_at_32: int      # zero padding of the random crop; 0: no crop
-    cutout_at_32: int   # side of the baseline Cutout square
-
-
-# The one table of the families' baseline pipelines (paper §4.2). Digits are not mirror-
-# invariant (a flipped 2, 3, 5 or 7 is no digit) and fill most of the frame: no flip, as SVHN,
-# and Cutout 8, which hides a stroke, not half the digit. ImageNet's crop is its own (random-
-# resized), so its pad and Cutout are unused.
-FAMILY_PIPELINES: dict[str, FamilyPipeline] = {
-    "cifar": FamilyPipeline(flip=True, pad_at_32=4, cutout_at_32=16),
-    "svhn": FamilyPipeline(flip=False, pad_at_32=0, cutout_at_32=20),
-    "imagenet": FamilyPipeline(flip=True, pad_at_32=0, cutout_at_32=0),
-    "digits": FamilyPipeline(flip=False, pad_at_32=4, cutout_at_32=8),
-    "imagefolder": FamilyPipeline(flip=True, pad_at_32=4, cutout_at_32=16),
-}
-FAMILIES = tuple(FAMILY_PIPELINES)
-
-
 class BaselinePipeline:
     """Everything after the policy (paper §4.2), uint8 in, standardised float32 out.
 
     cifar: standardise → flip → zero-pad-4 random crop → Cutout 16. svhn: standardise →
     Cutout 20. imagenet: random-resized-crop → flip → colour jitter → PCA lighting →
-    standardise. digits: standardise → pad-4 crop → Cutout 8; imagefolder: as cifar; pad and
-    Cutout scale by side/32 (``FAMILY_PIPELINES``). ``flip`` None takes the family's default.
+    standardise. digits: standardise → pad-4 crop → Cutout 6; imagefolder: as cifar; pad and
+    Cutout scale by side/32 (``catalogue.FAMILIES``). ``flip`` None takes the family's default.
     cutout=False drops Cutout. Images of side > 64 in the imagenet family (streamed 256²)
     come out at 7/8 of their side (224), smaller ones keep their size (reduced ImageNet: 32).
 
@@ -379,10 +356,10 @@ class BaselinePipeline:
     """
 
     def __init__(self, family: str, mean, std, cutout: bool = True, flip: bool | None = None):
-        if family not in FAMILY_PIPELINES:
-            raise HbaError(f"unknown dataset family '{family}' (known: {', '.join(FAMILIES)})")
+        if family not in FAMILIES:
+            raise HbaError(f"unknown dataset family '{family}' (known: {choices(FAMILIES)})")
         self.family, self.cutout = family, cutout
-        self.recipe = FAMILY_PIPELINES[family]
+        self.recipe = FAMILIES[family]
         self.flip = self.recipe.flip if flip is None else flip
         self.mean = tuple(float(m) for m in mean)
         self.std = tuple(float(s) for s in std)

@@ -41,12 +41,12 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from .catalogue import IMAGEFOLDER_PREFIX, dataset_entry
 from .errors import HbaError
 from .files import atomic_write_bytes, cache_dir, outermost_missing, remove_created
 
 log = logging.getLogger("hba.data")
 
-IMAGEFOLDER_PREFIX = "imagefolder:"
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".tiff", ".webp")
 SPLIT_FOLDERS = ("train", "extra", "val", "test")
 # ImageFolder data keeps its images' own size when they all share one square size; images of
@@ -152,14 +152,6 @@ class _Source:
     streamed: bool = False                       # too large for memory: list files only
 
 
-@dataclass(frozen=True)
-class _Recipe:
-    source: _Source
-    family: str
-    train_size: int | None       # None: every pool image not in the validation set
-    val_size: int
-
-
 def _nchw(hwc: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(hwc.transpose(0, 3, 1, 2))
 
@@ -201,13 +193,13 @@ _CIFAR10_FILES = tuple(f"cifar-10-batches-py/{f}" for f in
 _CIFAR100_FILES = tuple(f"cifar-100-python/{f}" for f in ("train", "test", "meta"))
 _SVHN_CORE = ("train_32x32.mat", "test_32x32.mat")
 
-_SOURCES = {
+# The readers of ``catalogue.Dataset.source`` (besides the embedded digits and imagefolder).
+SOURCES: dict[str, _Source] = {
     "cifar10": _Source("cifar10", ("cifar10",), _TorchvisionFiles(_CIFAR10_FILES,
                                                                   _read_cifar("CIFAR10"))),
     "cifar100": _Source("cifar100", ("cifar100",), _TorchvisionFiles(_CIFAR100_FILES,
                                                                      _read_cifar("CIFAR100"))),
     "svhn-core": _Source("svhn-core", ("svhn",), _TorchvisionFiles(_SVHN_CORE, _read_svhn(False))),
-    # PBA's full SVHN trains on core + extra (604,388 images).
     "svhn-full": _Source("svhn-full", ("svhn",),
                          _TorchvisionFiles(_SVHN_CORE + ("extra_32x32.mat",), _read_svhn(True)),
                          train_folders=("train", "extra")),
@@ -216,19 +208,6 @@ _SOURCES = {
                                 class_subset=REDUCED_IMAGENET_CLASSES),
     "imagenet": _Source("imagenet", ("imagenet", "ILSVRC2012"), streamed=True),
 }
-
-RECIPES: dict[str, _Recipe] = {
-    "reduced-cifar10": _Recipe(_SOURCES["cifar10"], "cifar", 4000, 10000),
-    "cifar10": _Recipe(_SOURCES["cifar10"], "cifar", None, 10000),
-    "reduced-cifar100": _Recipe(_SOURCES["cifar100"], "cifar", 4000, 10000),
-    "cifar100": _Recipe(_SOURCES["cifar100"], "cifar", None, 10000),
-    "reduced-svhn": _Recipe(_SOURCES["svhn-core"], "svhn", 4000, 10000),
-    "svhn": _Recipe(_SOURCES["svhn-full"], "svhn", None, 10000),
-    "reduced-imagenet": _Recipe(_SOURCES["reduced-imagenet"], "imagenet", 6000, 10000),
-    "imagenet": _Recipe(_SOURCES["imagenet"], "imagenet", None, 10000),
-}
-DIGITS_TRAIN_SIZE, DIGITS_VAL_SIZE = 1000, 400
-DATASET_NAMES: tuple[str, ...] = ("digits", *RECIPES)
 
 
 # --------------------------------------------------------------------------- public entry
@@ -262,27 +241,24 @@ def load_dataset(name: str, data_dir: str | os.PathLike | None = None,
                        "own size (leave image_size unset)")
     if image_size is not None and (isinstance(image_size, bool) or image_size < 1):
         raise HbaError(f"image_size must be a positive number of pixels, got {image_size!r}")
-    if name == "digits":
-        pool, family = _digits_pool(), "digits"
-        default_train, default_val = DIGITS_TRAIN_SIZE, DIGITS_VAL_SIZE
-    elif name.startswith(IMAGEFOLDER_PREFIX):
-        pool, family = _imagefolder_pool(name[len(IMAGEFOLDER_PREFIX):], data_root, cache_root,
-                                         image_size), "imagefolder"
+    entry = dataset_entry(name)
+    family, default_train, default_val = entry.family, entry.train_size, entry.val_size
+    if entry.source == "digits":
+        pool = _digits_pool()
+    elif entry.source == "imagefolder":
+        pool = _imagefolder_pool(name[len(IMAGEFOLDER_PREFIX):], data_root, cache_root,
+                                 image_size)
         if pool.note:
             print(f"imagefolder: {pool.note}", file=sys.stderr, flush=True)
         # A user's data has no published split: a fifth (at most 10,000) validates.
-        default_train, default_val = None, min(10000, len(pool.train_labels) // 5)
-    elif name in RECIPES:
-        recipe = RECIPES[name]
-        family, default_train, default_val = recipe.family, recipe.train_size, recipe.val_size
-        if recipe.source.streamed:
-            files = _find_file_list(name, recipe.source, data_root)
+        default_val = min(10000, len(pool.train_labels) // 5)
+    else:
+        source = SOURCES[entry.source]
+        if source.streamed:
+            files = _find_file_list(name, source, data_root)
             return _streamed_splits(name, family, files, train_size, val_size if val_size
                                     is not None else default_val, split_seed)
-        pool = _find_pool(name, recipe.source, data_root, cache_root, download)
-    else:
-        raise HbaError(f"unknown dataset '{name}' (known: {', '.join(DATASET_NAMES)}, "
-                       "imagefolder:PATH)")
+        pool = _find_pool(name, source, data_root, cache_root, download)
     val_n = default_val if val_size is None else val_size
     train_n = default_train if train_size is None else train_size
     train_idx, val_idx = split_indices(len(pool.train_labels), train_n, val_n, split_seed, name)

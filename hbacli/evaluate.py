@@ -77,14 +77,13 @@ from .checkpoint import checkpoint_bytes, load_network_weights, read_checkpoint
 from .runs import RunFiles, file_errors_explained
 from .files import atomic_write_bytes, atomic_write_json, atomic_write_text, dataclass_csv_text
 from .policy import default_kernels
-from .presets import EvaluateConfig, ReplayMode, dataset_family, lr_factor
+from .catalogue import BASELINES, FAMILIES, MODELS, choices, dataset_family
+from .presets import EvaluateConfig, ReplayMode, lr_factor
 from .replay import ScheduleAugmenter, ScheduleTransform, derive_seed
 from .results import EvaluationProvenance, EvaluationResults, SeedResult, Summary
 from .runtime import (COMPILING_NOTE, device_description, memory_format, package_versions,
                       resolve_precision)
 
-BASELINES = ("none", "cutout", "autoaugment", "randaugment", "trivialaugment")
-TORCHVISION_BASELINES = ("autoaugment", "randaugment", "trivialaugment")
 CHECKPOINT_FORMAT = "hba-evaluate-checkpoint"
 CHECKPOINT_VERSION = 1
 CHECKPOINT_NAME = "checkpoint.pt"
@@ -129,19 +128,15 @@ class Policy:
 def resolve_policy(text: str) -> Policy:
     """A baseline name or a schedule file; HbaError (one line) for anything else."""
     if text in BASELINES:
-        return Policy(name=text, cutout=text != "none")
+        return Policy(name=text, cutout=BASELINES[text].cutout)
     from .schedule import load_schedule
 
     if not Path(text).exists():
-        raise HbaError(f"'{text}' is neither a schedule file nor one of {', '.join(BASELINES)}")
+        raise HbaError(f"'{text}' is neither a schedule file nor one of {choices(BASELINES)}")
     schedule = load_schedule(text)
     values = np.stack([schedule.probabilities(), schedule.magnitudes()])
     return Policy(name="schedule", cutout=True, schedule=schedule,
                   fingerprint=hashlib.sha256(np.ascontiguousarray(values).tobytes()).hexdigest())
-
-
-AUTOAUGMENT_POLICY_BY_FAMILY = {"cifar": "CIFAR10", "svhn": "SVHN", "digits": "SVHN",
-                                "imagenet": "IMAGENET", "imagefolder": "IMAGENET"}
 
 
 def torchvision_policy(name: str, family: str):
@@ -150,14 +145,13 @@ def torchvision_policy(name: str, family: str):
 
     from .space import FILL
 
-    if name == "autoaugment":
-        policy = v2.AutoAugmentPolicy[AUTOAUGMENT_POLICY_BY_FAMILY[family]]
+    transform = BASELINES[name].torchvision if name in BASELINES else None
+    if transform is None:
+        raise HbaError(f"'{name}' is not a torchvision baseline")
+    if transform == "AutoAugment":
+        policy = v2.AutoAugmentPolicy[FAMILIES[family].autoaugment_policy]
         return v2.AutoAugment(policy, fill=FILL)
-    if name == "randaugment":
-        return v2.RandAugment(fill=FILL)
-    if name == "trivialaugment":
-        return v2.TrivialAugmentWide(fill=FILL)
-    raise HbaError(f"'{name}' is not a torchvision baseline ({', '.join(TORCHVISION_BASELINES)})")
+    return getattr(v2, transform)(fill=FILL)   # RandAugment's N=2, M=9 are torchvision's defaults
 
 
 # ---------------------------------------------------------------------------------------------
@@ -360,7 +354,8 @@ class SeedTrainer:
     def _batches(self, policy: Policy, replay: ReplayMode, workers: int):
         d, cfg, rank_seed = self.data, self.cfg, derive_seed(self.seed, self.ranks.rank,
                                                              Stream.POLICY)
-        if policy.name in TORCHVISION_BASELINES or (policy.name == "schedule"
+        torchvision = policy.name in BASELINES and BASELINES[policy.name].torchvision
+        if torchvision or (policy.name == "schedule"
                                                     and replay == "per-image"):
             transform = (torchvision_policy(policy.name, d.family) if policy.schedule is None
                          else ScheduleTransform(policy.schedule, cfg.epochs, seed=rank_seed))
@@ -637,12 +632,11 @@ def run_evaluation(cfg: EvaluateConfig, out: Path, run_dir: Path, resume: bool =
 
 def _run(cfg, out, run_dir, resume, command_line, progress, replay, workers, on_epoch_end,
          ranks: Ranks, device: torch.device, session_start: float) -> EvaluationResults:
-    from .nets import MODEL_NAMES
 
     files = run_files(run_dir, out, resume)
     ranks.from_main(files.check)
-    if cfg.model not in MODEL_NAMES:  # fail before a possibly long dataset download
-        raise HbaError(f"unknown model '{cfg.model}' (known: {', '.join(MODEL_NAMES)})")
+    if cfg.model not in MODELS:  # fail before a possibly long dataset download
+        raise HbaError(f"unknown model '{cfg.model}' (known: {choices(MODELS)})")
     dataset_family(cfg.dataset)
     policy = resolve_policy(cfg.policy)
     data = ranks.main_first(lambda: load_training_data(cfg))

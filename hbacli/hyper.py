@@ -34,9 +34,9 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torch import Tensor
 
+from .catalogue import STRATEGIES, choices
 from .errors import HbaError
 
-STRATEGIES: tuple[str, ...] = ("conv+bn", "conv", "bn", "1st-conv", "1st-bn", "all")
 V_INIT_STD = 0.01   # φV ~ N(0, (V_INIT_STD / √n)²)
 
 
@@ -271,27 +271,23 @@ def _kind(module: nn.Module) -> str | None:
     return None
 
 
-_STRATEGY_KINDS = {"conv+bn": ("conv", "bn"), "conv": ("conv",), "bn": ("bn",),
-                   "1st-conv": ("conv",), "1st-bn": ("bn",), "all": ("conv", "bn", "linear")}
 _KIND_NAMES = {"conv": "Conv2d", "bn": "affine BatchNorm2d", "linear": "Linear"}
 
 
 def select_layers(model: nn.Module, strategy: str) -> list[str]:
     """Names (as in model.named_modules()) of the layers a strategy turns into hyper-layers.
 
-    conv+bn: every Conv2d and BatchNorm2d; conv: every Conv2d; bn: every BatchNorm2d;
-    1st-conv / 1st-bn: the lowest one only, i.e. the first in module registration order
-    (the order of named_modules(), which is forward order for networks that register their
-    layers in the order they use them, as all of hbacli.nets do); all: every Conv2d,
-    BatchNorm2d and Linear (§3.3's hypernetwork without weight sharing, as STN does).
-    Linear layers are shared (plain) in the paper's five strategies. Only affine
-    BatchNorm2d layers count (a BN without affine parameters has nothing to generate).
+    The strategies' layer kinds are in ``catalogue.STRATEGIES``. "First" (1st-conv, 1st-bn)
+    is the first in module registration order (the order of named_modules(), which is
+    forward order for networks that register their layers in the order they use them, as all
+    of hbacli.nets do). Only affine BatchNorm2d layers count (a BN without affine parameters
+    has nothing to generate).
     """
     if strategy not in STRATEGIES:
-        raise HbaError(f"unknown strategy '{strategy}' (choose from: {', '.join(STRATEGIES)})")
-    names = [name for name, module in model.named_modules()
-             if _kind(module) in _STRATEGY_KINDS[strategy]]
-    return names[:1] if strategy.startswith("1st-") else names
+        raise HbaError(f"unknown strategy '{strategy}' (choose from: {choices(STRATEGIES)})")
+    rule = STRATEGIES[strategy]
+    names = [name for name, module in model.named_modules() if _kind(module) in rule.kinds]
+    return names[:1] if rule.first_only else names
 
 
 _HYPER_CLASS = {"conv": HyperConv2d, "bn": HyperBatchNorm2d, "linear": HyperLinear}

@@ -16,10 +16,11 @@ from typing import Annotated, Any, Literal
 from pydantic import (BaseModel, BeforeValidator, ConfigDict, Field, Strict, ValidationError,
                       field_validator, model_validator)
 
+from .catalogue import (DEFAULT_DATASET, DEFAULT_STRATEGY, EVALUATION_FALLBACK,
+                        EVALUATION_RECIPES, FAMILIES, STRATEGIES, dataset_entry)
 from .errors import HbaError
 
-Strategy = Literal["conv+bn", "conv", "bn", "1st-conv", "1st-bn"]
-STRATEGIES: tuple[str, ...] = ("conv+bn", "conv", "bn", "1st-conv", "1st-bn")
+Strategy = Literal[tuple(STRATEGIES)]  # type: ignore[valid-type]
 LrSchedule = Literal["cosine", "step", "constant"]
 Device = Literal["auto", "cpu", "cuda", "mps"]
 HyperInput = Literal["centred", "raw"]
@@ -73,7 +74,7 @@ class SearchConfig(_Config):
     val_size: Integer | None = Field(None, gt=0, description="validation images (None: dataset's)")
     split_seed: Seed = Field(0, description="seed of the train/validation split")
     model: str
-    strategy: Strategy = "1st-bn"
+    strategy: Strategy = DEFAULT_STRATEGY
     epochs: Integer = Field(gt=0)
     batch_size: Integer = Field(128, gt=0)
     lr: Real = Field(gt=0, description="α: SGD learning rate of the hypernetwork")
@@ -188,92 +189,16 @@ def lr_factor(step: int, cfg: SearchConfig | EvaluateConfig, steps_per_epoch: in
     return 1.0
 
 
-def dataset_family(dataset: str) -> str:
-    """'cifar10', 'reduced-cifar100', … → 'cifar' | 'svhn' | 'imagenet' | 'digits' | 'imagefolder'."""
-    base = dataset.split(":", 1)[0].removeprefix("reduced-")
-    if base.startswith("cifar"):
-        return "cifar"
-    if base in ("svhn", "imagenet", "digits", "imagefolder"):
-        return base
-    raise HbaError(f"unknown dataset '{dataset}'")
-
-
-# Table 8 (search). `digits` is ours: the embedded default, sized for a 2-core CPU in minutes.
-SEARCH_PRESETS: dict[str, dict[str, Any]] = {
-    "digits": dict(model="wrn16_1", epochs=20, batch_size=64, lr=0.05, lr_schedule="cosine",
-                   weight_decay=5e-4, hyper_lr=0.03),
-    "reduced-cifar10": dict(model="wrn40_2", epochs=200, lr=0.05, lr_schedule="cosine",
-                            weight_decay=0.005, hyper_lr=0.03),
-    "reduced-cifar100": dict(model="wrn40_2", epochs=200, lr=0.05, lr_schedule="cosine",
-                             weight_decay=0.005, hyper_lr=0.03),
-    "reduced-svhn": dict(model="wrn40_2", epochs=160, lr=0.01, lr_schedule="cosine",
-                         weight_decay=0.01, hyper_lr=0.02),
-    "reduced-imagenet": dict(model="wrn40_2", epochs=270, lr=0.1, lr_schedule="step",
-                             lr_milestones=[90, 180, 240], weight_decay=0.001, hyper_lr=0.007),
-    "cifar10": dict(model="wrn40_2", epochs=200, lr=0.1, lr_schedule="cosine",
-                    weight_decay=0.0005, hyper_lr=0.003),
-    "cifar100": dict(model="wrn28_10", epochs=200, lr=0.1, lr_schedule="cosine",
-                     weight_decay=0.0005, hyper_lr=0.003),
-    "svhn": dict(model="wrn40_2", epochs=160, lr=0.01, lr_schedule="cosine",
-                 weight_decay=0.01, hyper_lr=0.02),
-    "imagenet": dict(model="wrn40_2", epochs=270, lr=0.1, lr_schedule="step",
-                     lr_milestones=[90, 180, 240], weight_decay=0.001, hyper_lr=0.007),
-}
-# A user's own ImageFolder data gets the reduced-CIFAR-10 recipe.
-SEARCH_PRESETS["imagefolder"] = SEARCH_PRESETS["reduced-cifar10"]
-
-_SS = ("shake26_2x32d", "shake26_2x96d", "shake26_2x112d")
-_COSINE = dict(lr_schedule="cosine")
-# Table 9 (evaluation), keyed by (family, model); CIFAR-100 differs from CIFAR-10 in places.
-EVALUATE_PRESETS: dict[tuple[str, str], dict[str, Any]] = {
-    **{("cifar10", m): dict(lr=0.1, weight_decay=5e-4, batch_size=128, epochs=200, **_COSINE)
-       for m in ("wrn40_2", "wrn28_10", "wrn28_2", "wrn16_1")},
-    **{("cifar10", m): dict(lr=0.01, weight_decay=1e-3, batch_size=128, epochs=1800, **_COSINE)
-       for m in _SS},
-    ("cifar10", "pyramidnet272_shakedrop"): dict(lr=0.05, weight_decay=5e-5, batch_size=64,
-                                                 epochs=1800, **_COSINE),
-    **{("cifar100", m): dict(lr=0.1, weight_decay=5e-4, batch_size=128, epochs=200, **_COSINE)
-       for m in ("wrn40_2", "wrn28_10", "wrn28_2", "wrn16_1")},
-    **{("cifar100", m): dict(lr=0.01, weight_decay=2.5e-3, batch_size=128, epochs=1800, **_COSINE)
-       for m in _SS},
-    ("cifar100", "pyramidnet272_shakedrop"): dict(lr=0.025, weight_decay=5e-4, batch_size=64,
-                                                  epochs=1800, **_COSINE),
-    **{("svhn", m): dict(lr=0.005, weight_decay=1e-3, batch_size=128, epochs=160, **_COSINE)
-       for m in ("wrn40_2", "wrn28_10", "wrn28_2", "wrn16_1")},
-    **{("svhn", m): dict(lr=0.01, weight_decay=1.5e-4, batch_size=128, epochs=160, **_COSINE)
-       for m in _SS},
-    ("imagenet", "resnet50"): dict(lr=0.1, weight_decay=1e-4, batch_size=256, epochs=270,
-                                   lr_schedule="step", lr_milestones=[90, 180, 240]),
-    ("digits", "wrn16_1"): dict(lr=0.05, weight_decay=5e-4, batch_size=64, epochs=15, **_COSINE),
-}
-# Fallback for a (dataset, model) pair the paper has no row for: the WRN CIFAR-10 recipe.
-EVALUATE_FALLBACK: dict[str, Any] = dict(lr=0.1, weight_decay=5e-4, batch_size=128, epochs=200,
-                                         **_COSINE)
-DEFAULT_DATASET = "digits"   # both commands' --dataset when neither flag nor file names one
-DEFAULT_EVAL_MODEL: dict[str, str] = {
-    "digits": "wrn16_1", "cifar": "wrn40_2", "svhn": "wrn28_10", "imagenet": "resnet50",
-    "imagefolder": "wrn40_2",
-}
-
-
-def _table9_key(dataset: str) -> str:
-    base = dataset.split(":", 1)[0].removeprefix("reduced-")
-    return {"cifar10": "cifar10", "cifar100": "cifar100", "svhn": "svhn", "imagenet": "imagenet",
-            "digits": "digits"}.get(base, "cifar10")
-
-
 def search_preset(dataset: str) -> dict[str, Any]:
-    family = dataset_family(dataset)
-    key = "imagefolder" if family == "imagefolder" else dataset
-    if key not in SEARCH_PRESETS:
-        raise HbaError(f"unknown dataset '{dataset}' (known: {', '.join(sorted(SEARCH_PRESETS))})")
-    return dict(SEARCH_PRESETS[key], dataset=dataset)
+    """Table 8's settings of a dataset (``catalogue.DATASETS``), with its name."""
+    return dict(dataset_entry(dataset).search, dataset=dataset)
 
 
 def evaluate_preset(dataset: str, model: str | None) -> dict[str, Any]:
-    family = dataset_family(dataset)
-    model = model or DEFAULT_EVAL_MODEL[family]
-    row = EVALUATE_PRESETS.get((_table9_key(dataset), model), EVALUATE_FALLBACK)
+    """Table 9's recipe for (dataset, model); model None: the dataset family's usual one."""
+    entry = dataset_entry(dataset)
+    model = model or FAMILIES[entry.family].eval_model
+    row = EVALUATION_RECIPES.get((entry.evaluation_row, model), EVALUATION_FALLBACK)
     return dict(row, dataset=dataset, model=model)
 
 
@@ -369,14 +294,11 @@ def default_sizes(dataset: str, command: Literal["search", "evaluate"]) -> tuple
 
     Search validates on the dataset's held-out set; evaluate holds out none of a full dataset
     (val_size 0) and, on a reduced one, the search's (see evaluate.load_training_data)."""
-    from .datasets import DIGITS_TRAIN_SIZE, DIGITS_VAL_SIZE, RECIPES
-
-    if dataset == "digits":
-        train, val = DIGITS_TRAIN_SIZE, DIGITS_VAL_SIZE
-    elif dataset in RECIPES:
-        train, val = RECIPES[dataset].train_size, RECIPES[dataset].val_size
-    else:
-        train, val = None, None
+    try:
+        entry = dataset_entry(dataset)
+    except HbaError:   # a saved config of an unknown dataset: nothing to resolve
+        return None, None
+    train, val = entry.train_size, entry.val_size
     if command == "evaluate" and not dataset.startswith("reduced-"):
         val = 0
     return train, val

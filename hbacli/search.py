@@ -109,7 +109,8 @@ from .replay import derive_seed
 from .runs import RunFiles, file_errors_explained
 from .files import atomic_write_bytes, atomic_write_json, atomic_write_text, dataclass_csv_text
 from .hyper import to_hypernetwork
-from .nets import MODEL_NAMES, build_model
+from .catalogue import MODELS, choices
+from .nets import build_model
 from .policy import augment_batch, default_kernels, physical_from_lambda
 from .presets import SearchConfig, lr_factor
 from .runtime import (COMPILING_NOTE, compile_network, device_description, memory_format,
@@ -781,8 +782,8 @@ def _search(cfg: SearchConfig, out: Path, run_dir: Path, resume: bool, command_l
     files = RunFiles(run_dir, out, checkpoints=CHECKPOINT_NAME, reserved=RUN_FILES,
                      resume=resume, what="search")
     ranks.from_main(files.check)
-    if cfg.model not in MODEL_NAMES:  # fail before a possibly long dataset download
-        raise HbaError(f"unknown model '{cfg.model}' (known: {', '.join(MODEL_NAMES)})")
+    if cfg.model not in MODELS:  # fail before a possibly long dataset download
+        raise HbaError(f"unknown model '{cfg.model}' (known: {choices(MODELS)})")
     shard_size(cfg.batch_size, ranks)   # a global batch that does not split: refused now
     # The precision this device runs (auto resolved): config.json, the checkpoint (a resume on
     # another kind of GPU must match) and the schedule's provenance record it in the config.

@@ -170,10 +170,10 @@ def test_stretch_is_bounded_for_every_caller():
 
 
 def test_the_limit_exceeds_every_preset():
-    from hbacli.presets import EVALUATE_FALLBACK, EVALUATE_PRESETS, SEARCH_PRESETS
+    from hbacli.catalogue import DATASETS, EVALUATION_FALLBACK, EVALUATION_RECIPES
 
-    longest = max(p["epochs"] for p in [*EVALUATE_PRESETS.values(), *SEARCH_PRESETS.values(),
-                                        EVALUATE_FALLBACK])
+    longest = max(p["epochs"] for p in [*EVALUATION_RECIPES.values(), EVALUATION_FALLBACK,
+                                        *(d.search for d in DATASETS.values())])
     assert longest == 1800 and MAX_EPOCHS >= 5 * longest
 
 

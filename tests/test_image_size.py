@@ -16,7 +16,8 @@ from PIL import Image, ImageOps
 from typer.testing import CliRunner
 
 from hbacli import data, datasets
-from hbacli.data import FAMILY_PIPELINES, BaselinePipeline, load_dataset
+from hbacli.catalogue import FAMILIES
+from hbacli.data import BaselinePipeline, load_dataset
 from hbacli.errors import HbaError
 
 from conftest import CIFAR_CLASSES
@@ -137,7 +138,7 @@ def test_a_set_too_large_for_memory_is_refused_before_decoding(tmp_path, cifar_s
 
 def test_the_baseline_pipeline_scales_pad_and_cutout_with_the_size(tmp_path, cifar_slice,
                                                                     monkeypatch, capsys):
-    recipe = FAMILY_PIPELINES["imagefolder"]
+    recipe = FAMILIES["imagefolder"]
     assert (recipe.pad_at_32, recipe.cutout_at_32) == (4, 16)     # as CIFAR at 32×32
     _write_set(tmp_path / "set", cifar_slice, [(64, 64)])
     s = _load(tmp_path / "set")

@@ -7,7 +7,8 @@ import torch
 import torch.nn as nn
 
 from hbacli.errors import HbaError
-from hbacli.nets import MODEL_NAMES, build_model
+from hbacli.catalogue import MODELS
+from hbacli.nets import build_model
 from hbacli.nets.pyramidnet import PyramidNet, shake_drop
 from hbacli.nets.shakeshake import shake_shake
 
@@ -51,7 +52,7 @@ def test_alexnet_has_the_stn_layer_sizes():
 
 
 def test_every_name_builds_and_unknown_names_are_listed():
-    assert set(MODEL_NAMES) == {"wrn16_1", "wrn28_2", "wrn40_2", "wrn28_10", "shake26_2x32d",
+    assert set(MODELS) == {"wrn16_1", "wrn28_2", "wrn40_2", "wrn28_10", "shake26_2x32d",
                                 "shake26_2x96d", "shake26_2x112d", "pyramidnet272_shakedrop",
                                 "resnet50", "alexnet"}
     with pytest.raises(HbaError, match="unknown model 'wrn40_4'.*wrn40_2.*alexnet"):

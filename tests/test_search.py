@@ -14,7 +14,8 @@ from hbacli import space
 from hbacli.cli import app
 from hbacli.checkpoint import config_differences
 from hbacli.errors import HbaError
-from hbacli.presets import STRATEGIES, resolve_search_config
+from hbacli.catalogue import STRATEGIES
+from hbacli.presets import resolve_search_config
 from hbacli.runtime import has_cpp_compiler
 from hbacli.schedule import load_schedule
 from hbacli.search import (LOG_FIELDS, RESUME_IGNORED_FIELDS, SearchEngine, lr_factor, run_search,

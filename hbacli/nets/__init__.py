@@ -11,6 +11,7 @@ from collections.abc import Callable
 
 import torch.nn as nn
 
+from ..catalogue import MODELS, choices
 from ..errors import HbaError
 from .alexnet import AlexNet
 from .pyramidnet import PyramidNet
@@ -24,6 +25,7 @@ def _resnet50(num_classes: int) -> nn.Module:
     return resnet50(weights=None, num_classes=num_classes)
 
 
+# The implementations of catalogue.MODELS (tests/test_catalogue.py keeps the two in step).
 _BUILDERS: dict[str, Callable[[int], nn.Module]] = {
     "wrn16_1": lambda c: WideResNet(16, 1, c),
     "wrn28_2": lambda c: WideResNet(28, 2, c),
@@ -37,13 +39,10 @@ _BUILDERS: dict[str, Callable[[int], nn.Module]] = {
     "alexnet": lambda c: AlexNet(c),
 }
 
-MODEL_NAMES: tuple[str, ...] = tuple(_BUILDERS)
-
-
 def build_model(name: str, num_classes: int) -> nn.Module:
     """A freshly initialised network (no pretrained weights); HbaError on an unknown name."""
     if name not in _BUILDERS:
-        raise HbaError(f"unknown model '{name}' (choose from: {', '.join(MODEL_NAMES)})")
+        raise HbaError(f"unknown model '{name}' (choose from: {choices(MODELS)})")
     if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 1:
         raise HbaError(f"num_classes must be a positive integer, got {num_classes!r}")
     return _BUILDERS[name](num_classes)
