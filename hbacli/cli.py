@@ -169,6 +169,7 @@ def search(
 ) -> None:
     """Search an augmentation schedule with HBA (Algorithm 1) and write it to --out."""
     from .presets import resolve_search_config
+    from .runtime import use_cpu_threads
     from .search import run_search
 
     cfg = resolve_search_config(
@@ -181,6 +182,7 @@ def search(
         image_size=image_size, device=device, compile=compile, precision=precision,
     )
     run_dir = run_dir or _default_run_dir(f"search-{cfg.dataset}", resume, "checkpoint.pt")
+    use_cpu_threads(cfg.device)
     run_search(cfg, out=out, run_dir=run_dir, resume=resume, command_line=_command_line())
 
 
@@ -230,6 +232,7 @@ def evaluate(
     """Train a target network with a schedule or a baseline and report test error."""
     from .evaluate import run_evaluation
     from .presets import resolve_evaluate_config
+    from .runtime import use_cpu_threads
 
     if policy not in BASELINES and not Path(policy).is_file():
         raise HbaError(f"'{policy}' is neither a schedule file nor one of {choices(BASELINES)}")
@@ -245,6 +248,7 @@ def evaluate(
     tag = Path(policy).stem if policy not in BASELINES else policy
     run_dir = run_dir or _default_run_dir(f"evaluate-{cfg.dataset}-{cfg.model}-{tag}", resume,
                                           "seed-*/checkpoint.pt")
+    use_cpu_threads(cfg.device)
     run_evaluation(cfg, out=out, run_dir=run_dir, resume=resume, command_line=_command_line())
 
 

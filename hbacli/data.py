@@ -13,10 +13,8 @@ Dataset finding, caching and splitting live in ``datasets.py``; ``ImageSplits`` 
 from __future__ import annotations
 
 import functools
-import hashlib
 import math
 import os
-from dataclasses import dataclass
 from typing import Iterator, Optional, Sequence
 
 import numpy as np
@@ -26,6 +24,7 @@ import torch.nn.functional as F
 from .catalogue import FAMILIES, choices
 from .datasets import STREAM_SIDE, ImageSplits, load_dataset
 from .errors import HbaError
+from .seeds import Stream, derive_seed
 from .space import FILL
 
 __all__ = ["ImageSplits", "load_dataset", "DeviceLoader", "StreamingLoader", "make_loader",
@@ -39,12 +38,6 @@ def _constant(values: tuple, device: torch.device) -> torch.Tensor:
     """A small constant tensor, copied to each device once: a fresh copy per batch would
     block the host on every step (a host-to-device copy from pageable memory syncs)."""
     return torch.tensor(values, dtype=torch.float32, device=device)
-
-
-def epoch_seed(seed: int, epoch: int) -> int:
-    """A well-mixed 63-bit seed for (seed, epoch): neighbouring epochs get unrelated orders."""
-    digest = hashlib.sha256(f"hba-order:{seed}:{epoch}".encode()).digest()
-    return int.from_bytes(digest[:8], "little") & (2**63 - 1)
 
 
 def _batch_count(n: int, batch_size: int, drop_last: bool) -> int:
@@ -90,7 +83,7 @@ class DeviceLoader:
         if not self.shuffle:
             return torch.arange(n, device=self.device)
         generator = torch.Generator(device=self.device)
-        generator.manual_seed(epoch_seed(self.seed, epoch))
+        generator.manual_seed(derive_seed(self.seed, epoch, Stream.ORDER))
         return torch.randperm(n, generator=generator, device=self.device)
 
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
@@ -130,7 +123,7 @@ class _ImageFiles(torch.utils.data.Dataset):
             new_w, new_h = max(self.side, round(w * scale)), max(self.side, round(h * scale))
             im = im.resize((new_w, new_h), Image.BILINEAR)
         if self.random_crop:
-            rng = np.random.default_rng([epoch_seed(self.seed, self.epoch), i])
+            rng = np.random.default_rng([derive_seed(self.seed, self.epoch, Stream.ORDER), i])
             left = rng.integers(0, new_w - self.side + 1)
             top = rng.integers(0, new_h - self.side + 1)
         else:
@@ -166,7 +159,7 @@ class StreamingLoader:
         n = len(self.files)
         if not self.shuffle:
             return torch.arange(n)
-        generator = torch.Generator().manual_seed(epoch_seed(self.seed, epoch))
+        generator = torch.Generator().manual_seed(derive_seed(self.seed, epoch, Stream.ORDER))
         return torch.randperm(n, generator=generator)
 
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:

@@ -51,7 +51,6 @@ Run directory: ``config.json``, ``epochs.csv`` (one row per seed and epoch), and
 
 from __future__ import annotations
 
-import enum
 import hashlib
 import math
 import os
@@ -79,7 +78,8 @@ from .files import atomic_write_bytes, atomic_write_json, atomic_write_text, dat
 from .policy import default_kernels
 from .catalogue import BASELINES, FAMILIES, MODELS, choices, dataset_family
 from .presets import EvaluateConfig, ReplayMode, lr_factor
-from .replay import ScheduleAugmenter, ScheduleTransform, derive_seed
+from .replay import ScheduleAugmenter, ScheduleTransform
+from .seeds import Stream, derive_seed
 from .results import EvaluationProvenance, EvaluationResults, SeedResult, Summary
 from .runtime import (COMPILING_NOTE, device_description, memory_format, package_versions,
                       resolve_precision)
@@ -91,16 +91,6 @@ CONFIG_NAME = "config.json"
 LOG_NAME = "epochs.csv"
 # Settings that do not change what a seed computes: a run may be resumed with them changed.
 RESUME_IGNORED_FIELDS = frozenset({"seeds", "device", "data_dir", "compile", "eval_every"})
-
-
-class Stream(enum.IntEnum):
-    """Tags that keep the random streams derived from one seed apart."""
-
-    POLICY = 1
-    BASELINE = 2
-    GLOBAL = 3
-    WORKERS = 4
-    ORDER = 5
 
 
 # ---------------------------------------------------------------------------------------------

@@ -320,7 +320,7 @@ def to_hypernetwork(model: nn.Module, strategy: str, num_hyperparameters: int,
                        f"{num_hyperparameters!r}")
     names = select_layers(model, strategy)
     if not names:
-        kinds = " or ".join(_KIND_NAMES[k] for k in _STRATEGY_KINDS[strategy])
+        kinds = " or ".join(_KIND_NAMES[k] for k in STRATEGIES[strategy].kinds)
         raise HbaError(f"strategy '{strategy}' selects no layer: {type(model).__name__} has no "
                        f"{kinds} layer")
     model = copy.deepcopy(model)

@@ -28,11 +28,11 @@ Four ways to run the stages (``kernels``), all giving bit-identical images
   It is 8.8× faster than masked at batch 128 and 19× at batch 1024 on the CPU, because an
   image meets one family per stage, not four.
 
-On the CPU the batched policy runs its ops on one thread (scoped to the call, restored after).
-Its kernels are many and small; on an idle 2-core machine two intra-op threads gained ≤ 1.5×
-(batch 1024: 90k against 62k img/s), but on this project's shared 2-core machines, where other
-processes hold the cores, every op's parallel region waits for a descheduled thread and two
-threads fell to 540 img/s against 39k for one (``benchmarks/augment.py``).
+Threads. The policy uses the process's torch threads as it finds them (a library call leaves
+global torch state alone). Its CPU kernels are many and small, and on cores shared with other
+processes every parallel region waits for a descheduled thread: hba's commands therefore run
+on one intra-op thread (``runtime.use_cpu_threads``), and a loop of your own on the CPU may
+want ``torch.set_num_threads(1)`` too (``benchmarks/augment.py`` measures both).
 
 ``PolicyTransform`` is the per-image form (PIL image or C×H×W tensor) for torchvision ``Compose``
 and DataLoader workers: one numpy walk per image (``draw_stages``), then ``ops_pil`` for PIL images
@@ -43,7 +43,6 @@ from __future__ import annotations
 
 import os
 import warnings
-from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import lru_cache
 
@@ -337,23 +336,8 @@ def augment_batch(images: Tensor, probabilities, magnitudes,
     p = _per_example(probabilities, n, x.device, "probabilities")
     m = torch.nan_to_num(_per_example(magnitudes, n, x.device, "magnitudes"))
     u = _uniform(n, UNIFORMS_PER_IMAGE, generator, x.device)
-    with _one_thread_on_cpu(x.device):
-        out = augment_from_uniform(x, p, m, u, kernels)
+    out = augment_from_uniform(x, p, m, u, kernels)
     return _bytes_to_images(out, x, images)
-
-
-@contextmanager
-def _one_thread_on_cpu(device: torch.device):
-    """Run this thread's CPU ops on one intra-op thread for the block (see the module doc)."""
-    threads = torch.get_num_threads()
-    if device.type != "cpu" or threads == 1:
-        yield
-        return
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(threads)
 
 
 @dataclass(frozen=True)

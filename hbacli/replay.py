@@ -37,18 +37,10 @@ import torch
 
 from .policy import PolicyTransform, augment_batch
 from .schedule import Schedule, load_schedule, stretch
+from .seeds import Stream, derive_seed
 
-__all__ = ["ScheduleAugmenter", "ScheduleTransform", "load_schedule", "stretch", "derive_seed",
+__all__ = ["ScheduleAugmenter", "ScheduleTransform", "load_schedule", "stretch",
            "schedule_tables"]
-
-
-def derive_seed(*numbers: int) -> int:
-    """A 63-bit seed mixed from several integers (seed, epoch, rank, stream, …).
-
-    Neighbouring inputs give unrelated streams, unlike ``seed + epoch``.
-    """
-    words = np.random.SeedSequence([int(n) % 2**63 for n in numbers]).generate_state(2, np.uint32)
-    return (int(words[0]) << 31) ^ int(words[1])
 
 
 def schedule_tables(schedule: Schedule, epochs: int) -> tuple[np.ndarray, np.ndarray]:
@@ -98,7 +90,7 @@ class ScheduleAugmenter:
         """Use epoch ``epoch``'s probabilities and magnitudes and its random stream."""
         self.epoch = _clip_epoch(epoch, self.epochs)
         if self._device is not None:
-            self._generator.manual_seed(derive_seed(self.seed, self.epoch))
+            self._generator.manual_seed(derive_seed(self.seed, self.epoch, Stream.POLICY))
 
     def current(self) -> tuple[torch.Tensor, torch.Tensor]:
         """This epoch's probabilities (30,) and magnitudes (30,), physical units."""
@@ -137,7 +129,8 @@ class ScheduleTransform:
         info = torch.utils.data.get_worker_info()
         worker = -1 if info is None else info.id
         if self._policy_key != (epoch, worker):
-            seed = None if self.seed is None else derive_seed(self.seed, epoch, worker)
+            seed = None if self.seed is None else derive_seed(self.seed, epoch, worker,
+                                                                  Stream.WORKERS)
             self._policy = PolicyTransform(self._probabilities[epoch], self._magnitudes[epoch],
                                            seed=seed)
             self._policy_key = (epoch, worker)

@@ -138,6 +138,19 @@ def compile_network(module: torch.nn.Module, device: torch.device,
     module.compile(mode="reduce-overhead" if graphs else None)
 
 
+def use_cpu_threads(device: str) -> None:
+    """The thread policy of hba's commands, set once where a command starts (library calls
+    leave torch's global state alone): one intra-op thread for CPU runs, unless the user set
+    OMP_NUM_THREADS. hba's CPU work is many small kernels (batches of 32×32 images, small
+    nets); a second thread gains little on idle cores, and on cores shared with other
+    processes every parallel region waits for a descheduled thread (``benchmarks/augment.py``
+    measures both)."""
+    if "OMP_NUM_THREADS" in os.environ:
+        return
+    if device == "cpu" or device == "auto" and not torch.cuda.is_available():
+        torch.set_num_threads(1)
+
+
 def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed % 2**32)

@@ -58,8 +58,8 @@ pass runs under autocast (above) with channels_last on CUDA, and losses/accuraci
 device tensors that are read once per epoch — no host-device synchronisation inside a step
 (under fp16 the GradScaler reads its inf check back once per optimiser step).
 Checkpoints are serialised on the main thread and written (fsync included) on a background
-thread, so a fast GPU does not wait on the disk. On the CPU the search runs on one intra-op
-thread unless OMP_NUM_THREADS says otherwise (see ``cpu_threads``).
+thread, so a fast GPU does not wait on the disk. CPU threads are the caller's
+(``hba search`` uses one: ``runtime.use_cpu_threads``).
 
 Data parallel (torchrun). Under ``torchrun --nproc_per_node=N`` each process holds a replica of
 the hypernetwork and the same λ. Every rank iterates the same global batch order (the loaders'
@@ -85,7 +85,6 @@ from __future__ import annotations
 
 import contextlib
 import math
-import os
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field, fields
@@ -105,7 +104,7 @@ from .data import BaselinePipeline, ImageSplits, load_dataset, make_loader
 from .distributed import Ranks, shard_size, start_processes, wrap_for_training
 from .errors import HbaError
 from .checkpoint import checkpoint_bytes, network_bytes, read_checkpoint
-from .replay import derive_seed
+from .seeds import Stream, derive_seed
 from .runs import RunFiles, file_errors_explained
 from .files import atomic_write_bytes, atomic_write_json, atomic_write_text, dataclass_csv_text
 from .hyper import to_hypernetwork
@@ -126,10 +125,6 @@ CONFIG_NAME = "config.json"
 LOG_NAME = "log.csv"
 RUN_FILES = (CHECKPOINT_NAME, SCHEDULE_NAME, CONFIG_NAME, LOG_NAME, NETWORK_NAME)
 TOP_OPS_SHOWN = 3
-# Per-rank random streams under torchrun (derive_seed(seed, rank, stream)); one process keeps
-# the seed itself, as before.
-RANK_STREAM_NOISE = 1
-RANK_STREAM_GLOBAL = 2
 # Settings that do not change the computation: a run may be resumed with them changed.
 RESUME_IGNORED_FIELDS = frozenset({"device", "data_dir", "compile"})
 
@@ -179,26 +174,6 @@ def top_ops(probabilities: np.ndarray, k: int = TOP_OPS_SHOWN) -> list[tuple[str
     """The k op copies with the largest probability, as (label like 'Rotate#1', p)."""
     order = np.argsort(-probabilities, kind="stable")[:k]
     return [(space.OP_COPIES[i].label, float(probabilities[i])) for i in order]
-
-
-@contextlib.contextmanager
-def cpu_threads(device: torch.device) -> Iterator[None]:
-    """One intra-op thread for CPU runs, unless the user set OMP_NUM_THREADS.
-
-    The search's kernels are small (batch 64 of 32×32 on a WRN-16-1): on an idle 2-core machine
-    a second thread gains about 1.5×, but when other processes share the cores every parallel
-    region waits for a descheduled thread and two threads ran 5–10× slower than one (measured
-    with other jobs on the 2 cores of the development machine). One thread is the robust choice.
-    """
-    if device.type != "cpu" or "OMP_NUM_THREADS" in os.environ:
-        yield
-        return
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(threads)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -265,9 +240,9 @@ class SearchEngine:
         self.adam_scaler = self.precision.grad_scaler()
         # One generator drives ε, the policy's randomness and the baseline pipeline's.
         self.generator = torch.Generator(device=device)
-        self.generator.manual_seed(self._rank_seed(RANK_STREAM_NOISE))
+        self.generator.manual_seed(self._rank_seed(Stream.NOISE))
         if ranks.parallel:   # after the model is built: every rank starts from the same φ
-            torch.manual_seed(self._rank_seed(RANK_STREAM_GLOBAL))
+            torch.manual_seed(self._rank_seed(Stream.GLOBAL))
         self._reset_sums()
 
     def _rank_seed(self, stream: int) -> int:
@@ -800,7 +775,7 @@ def _search(cfg: SearchConfig, out: Path, run_dir: Path, resume: bool, command_l
     ranks.from_main(files.acquire)   # rank 0 creates and locks the run directory
     failed = True
     try:
-        with file_errors_explained(), cpu_threads(device):
+        with file_errors_explained():
             schedule, bar, epochs_done, elapsed = _search_epochs(
                 cfg, out, run_dir, command_line, progress, on_epoch_end, ranks, device,
                 session_start, splits, payload)

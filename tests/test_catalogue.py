@@ -4,7 +4,6 @@ modules that need a name read it from there (nothing restates it)."""
 from __future__ import annotations
 
 import ast
-import sys
 from pathlib import Path
 
 import pytest
