@@ -28,7 +28,7 @@ from setuptools import Extension, setup
 from setuptools.command.build_ext import build_ext
 
 SOURCE = "hbacli/ops_native.c"
-EXPORTS = ["hba_op_names", "hba_augment", "hba_source_key"]
+EXPORTS = ["hba_op_name", "hba_family_name", "hba_augment", "hba_source_key"]
 # IEEE arithmetic as torch does it (the same pixels): no fast-math, no fused multiply-adds.
 # Kept in step with ops_native.FLAGS, the first-use build's flags.
 UNIX_FLAGS = ["-O3", "-std=c99", "-ffp-contract=off"]
@@ -47,8 +47,8 @@ class BuildKernels(build_ext):
     def build_extension(self, ext: Extension) -> None:
         key_source = Path(self.build_temp) / "ops_native_key.c"
         key_source.parent.mkdir(parents=True, exist_ok=True)
-        key_source.write_text('const char *hba_source_key(void) { return "%s"; }\n'
-                              % source_key(Path(SOURCE)))
+        key = source_key(Path(SOURCE))
+        key_source.write_text(f'const char *hba_source_key(void) {{ return "{key}"; }}\n')
         ext.sources = [SOURCE, str(key_source)]
         msvc = self.compiler.compiler_type == "msvc"
         ext.extra_compile_args = MSVC_FLAGS if msvc else UNIX_FLAGS

@@ -71,13 +71,13 @@ def load_images(n: int, archive: Path | None = None) -> tuple[np.ndarray, str]:
             images = read_archive(path, n)
             if len(images):
                 return images, f"real CIFAR-10 training images from {path}"
-    from hbacli.data import load_dataset
+    from hbacli.datasets import load_dataset
 
     digits = load_dataset("digits", None, None, None, 0).train_images[:n]  # N×C×H×W uint8
     digits = np.ascontiguousarray(np.asarray(digits).transpose(0, 2, 3, 1))
     if digits.shape[-1] == 1:
         digits = np.repeat(digits, 3, axis=-1)
-    return digits, "the embedded digits (hbacli.data.load_dataset('digits'), grey as RGB)"
+    return digits, "the embedded digits (hbacli.datasets.load_dataset('digits'), grey as RGB)"
 
 
 def policy_parameters() -> tuple[np.ndarray, np.ndarray]:

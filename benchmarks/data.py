@@ -17,8 +17,10 @@ from pathlib import Path
 
 import torch
 
-from hbacli.data import BaselinePipeline, DeviceLoader, load_dataset
+from hbacli.datasets import load_dataset
 from hbacli.errors import HbaError
+from hbacli.loaders import DeviceLoader
+from hbacli.pipeline import BaselinePipeline
 from hbacli.runtime import device_description, resolve_device
 
 ROOT = Path(__file__).resolve().parents[1]

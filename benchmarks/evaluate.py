@@ -30,13 +30,15 @@ from pathlib import Path
 
 import torch
 
+from hbacli.batches import DeviceBatches, PerImageBatches, default_workers
+from hbacli.distributed import Ranks
 from hbacli.errors import HbaError
-from hbacli.evaluate import (DeviceBatches, PerImageBatches, Ranks, default_workers,
-                             load_training_data, run_evaluation)
+from hbacli.evaluate import run_evaluation
 from hbacli.presets import resolve_evaluate_config
 from hbacli.replay import ScheduleAugmenter, ScheduleTransform
 from hbacli.runtime import device_description, resolve_device
 from hbacli.schedule import load_schedule
+from hbacli.trainer import load_training_data
 
 EXAMPLE_SCHEDULE = Path(__file__).resolve().parents[1] / "examples" / "example-schedule.json"
 

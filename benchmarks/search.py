@@ -6,7 +6,7 @@ In one process, on the same data and device, for the same number of SGD steps:
    pipeline (standardise, flip/crop, Cutout), SGD with the search's settings;
 2. the HBA search itself, through ``run_search`` (checkpoints and all, progress off).
 
-Both run under the search's CPU thread rule (``hbacli.search.cpu_threads``).
+Both run under the commands' CPU thread rule (``hbacli.runtime.use_cpu_threads``).
 
 The ratio compares the step loops (search epochs' wall time / plain training's); the search's
 end-to-end time (data loading, model building, files) is reported beside it. With --compile
@@ -32,13 +32,16 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from hbacli.data import BaselinePipeline, DeviceLoader, load_dataset
+from hbacli.datasets import load_dataset
 from hbacli.errors import HbaError
+from hbacli.loaders import DeviceLoader
 from hbacli.nets import build_model
-from hbacli.presets import SearchConfig, resolve_search_config
+from hbacli.pipeline import BaselinePipeline
+from hbacli.presets import SearchConfig, lr_factor, resolve_search_config
 from hbacli.runtime import (autocast, compile_network, device_description, memory_format,
-                            resolve_device, seed_everything)
-from hbacli.search import LOG_NAME, cpu_threads, lr_factor, rounds_per_epoch, run_search
+                            resolve_device, seed_everything, use_cpu_threads)
+from hbacli.search import LOG_NAME, run_search
+from hbacli.search_engine import rounds_per_epoch
 
 WARMUP_STEPS = 3  # untimed: first-call allocations and kernel selection
 
@@ -133,9 +136,9 @@ def main(argv: list[str] | None = None) -> None:
     device = resolve_device(cfg.device)
     splits = load_dataset(cfg.dataset, cfg.data_dir, cfg.train_size, cfg.val_size,
                           cfg.split_seed)
-    with cpu_threads(device):  # the search's CPU thread rule, for a like-for-like loop
-        plain = plain_training(cfg, splits, device)
-        device_text = device_description(device)
+    use_cpu_threads(cfg.device)  # the commands' CPU thread rule, for a like-for-like loop
+    plain = plain_training(cfg, splits, device)
+    device_text = device_description(device)
     print(f"plain training : {plain['plain_seconds']:8.1f} s  "
           f"({plain['plain_images_per_second']:,.0f} img/s, {plain['plain_steps']} steps)")
     search = hba_search(cfg)

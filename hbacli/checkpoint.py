@@ -1,19 +1,24 @@
 """Checkpoints of long runs: torch-serialised dicts, read back with one-line errors.
 
 Search and evaluate each keep their own payload; this module holds what they share: the
-envelope (format name, version, resolved config) and the refusal to resume a run whose
+envelope (format name, version, resolved config), ``CheckpointFormat`` (one command's
+envelope and the settings its resume may change) and the refusal to resume a run whose
 settings changed.
 """
 
 from __future__ import annotations
 
 import io
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
 
 from .errors import HbaError
+
+# Settings that never change what a run computes: every command's resume may change them.
+SETTINGS_WITHOUT_EFFECT = frozenset({"device", "data_dir", "compile"})
 
 
 def checkpoint_bytes(fmt: str, version: int, config: dict[str, Any], **payload: Any) -> bytes:
@@ -58,6 +63,26 @@ def read_checkpoint(path: Path, fmt: str, version: int, config: dict[str, Any],
         raise HbaError(f"cannot resume: {path} was made with other settings "
                        f"({'; '.join(differences)}); repeat them or choose another --run-dir")
     return payload
+
+
+@dataclass(frozen=True)
+class CheckpointFormat:
+    """One command's checkpoints: their envelope, and the settings a resume may change
+    (``resume_ignored``; every other difference from the saved config refuses the resume)."""
+
+    name: str                      # the envelope's "format", e.g. "hba-search-checkpoint"
+    version: int
+    what: str                      # in messages: "an hba {what} checkpoint"
+    resume_ignored: frozenset[str] = SETTINGS_WITHOUT_EFFECT
+
+    def serialise(self, config: dict[str, Any], **payload: Any) -> bytes:
+        return checkpoint_bytes(self.name, self.version, config, **payload)
+
+    def read(self, path: Path, config: dict[str, Any]) -> dict[str, Any]:
+        """The checkpoint at ``path`` if it may resume a run with ``config``; else HbaError
+        (``read_checkpoint``)."""
+        return read_checkpoint(path, self.name, self.version, config, self.resume_ignored,
+                               self.what)
 
 
 # The searched network (Algorithm 1's θ̂φ(λ)): a plain state dict, so one line loads it into

@@ -1,72 +1,60 @@
-"""Datasets: names, finding the images on disk, decoding and caching them, seeded splits.
+"""Datasets by name: ``load_dataset`` and the seeded train / validation / test splits.
 
-``load_dataset(name)`` turns a name (``reduced-cifar10``, ``imagefolder:PATH``, …) into an
-``ImageSplits``: uint8 images and int64 labels for train / validation / test, plus the
-per-channel mean and std of the training split. Where the images come from, in order:
+``load_dataset(name)`` turns a name (``reduced-cifar10``, ``imagefolder:PATH``, …; the names
+and their sizes are ``catalogue.DATASETS``) into an ``ImageSplits``: uint8 images and int64
+labels for train / validation / test, plus the per-channel mean and std of the training split.
+Where the images come from, in order:
 
 1. torchvision's own files in the data directory (``cifar-10-batches-py/``,
-   ``train_32x32.mat``…);
+   ``train_32x32.mat``…), read by the ``SOURCES`` readers here;
 2. an ImageFolder tree or archive there (``cifar10/``, ``cifar10.tar.gz``, ``cifar10.zip``,
    ``cifar10-jpeg.tar.gz``…) with ``train/<class>/*`` and ``test/<class>/*`` (``val/`` stands
-   in for a missing ``test/``);
+   in for a missing ``test/``): ``imagefolder.py``;
 3. a torchvision download into the data directory.
 
-Decoded images are cached as uint8 arrays in the cache directory, keyed by the source files'
-paths, sizes and modification times, so only the first load decodes. Nothing is ever written
-into a folder data is read from (except torchvision's own download, which the user asked for);
-a download that fails removes the folders it created.
+The embedded digits are read from package data; full ImageNet is listed, not decoded, and
+streamed by ``loaders.StreamingLoader``. Decoding is ``decode.py``, the decoded-image cache
+``dataset_cache.py``. Nothing is ever written into a folder data is read from (except
+torchvision's own download, which the user asked for); a download that fails removes the
+folders it created.
 """
 
 from __future__ import annotations
 
-import hashlib
-import io
-import json
 import logging
 import os
-import re
-import stat
-import struct
 import sys
-import tarfile
-import warnings
-import zipfile
-from concurrent.futures import ProcessPoolExecutor
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from importlib import resources
-from pathlib import Path, PurePosixPath
-from typing import Callable, Sequence
+from pathlib import Path
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
 from .catalogue import IMAGEFOLDER_PREFIX, dataset_entry
-from .errors import HbaError
-from .files import atomic_write_bytes, cache_dir, outermost_missing, remove_created
+from .dataset_cache import Pool, cached, store
+from .errors import HbaError, one_line
+from .files import cache_dir, outermost_missing, remove_created
+from .imagefolder import (
+    FileList,
+    folder_candidates,
+    folder_pool,
+    imagefolder_pool,
+    looked_for,
+    tree_file_list,
+)
 
 log = logging.getLogger("hba.data")
 
-IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".tiff", ".webp")
-SPLIT_FOLDERS = ("train", "extra", "val", "test")
-# ImageFolder data keeps its images' own size when they all share one square size; images of
-# different sizes, or not square, are resized to MIXED_SIZE_SIDE (the scale the paper searches
-# at: CIFAR, reduced ImageNet) unless --image-size says otherwise. Images larger than
-# TORCHVISION_MAX_SIDE are decoded by PIL, which checks its decompression-bomb limit first.
-TORCHVISION_MAX_SIDE = 64
-MIXED_SIZE_SIDE = 32
-# Decoded images live in memory (then on the device): a set larger than this fraction of the
-# machine's RAM is refused before it is decoded (imagefolder data is not streamed yet).
-MEMORY_FRACTION = 0.25
 STREAM_SIDE = 256          # full ImageNet: workers hand out 256×256 uint8 crops
 REDUCED_IMAGENET_SIDE = 32
 REDUCED_IMAGENET_CLASSES = 120
-REDUCED_IMAGENET_CLASS_SEED = 0    # fixed: the class subset never depends on --split-seed
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 DIGITS_TEST_SIZE = 397
 DIGITS_TEST_SEED = 0               # fixed: the digits test set never depends on --split-seed
-CACHE_FORMAT = 2                   # 2: 16-bit images scaled (v >> 8), no longer wrapped modulo 256
 
 
 @dataclass
@@ -99,29 +87,6 @@ class ImageSplits:
         return len(self.classes)
 
 
-@dataclass
-class _Pool:
-    """A dataset before splitting: the training pool and the untouched test set (numpy)."""
-
-    classes: list[str]
-    train_images: np.ndarray
-    train_labels: np.ndarray
-    test_images: np.ndarray
-    test_labels: np.ndarray
-    note: str = ""      # how the images were sized (imagefolder: printed on every load)
-
-
-@dataclass
-class _FileList:
-    """A dataset too large for memory: image paths and labels, streamed by workers."""
-
-    classes: list[str]
-    train_paths: list[str]
-    train_labels: np.ndarray
-    test_paths: list[str]
-    test_labels: np.ndarray
-
-
 # --------------------------------------------------------------------------- where things live
 
 def default_data_dir() -> Path:
@@ -138,11 +103,13 @@ class _TorchvisionFiles:
     """torchvision's own on-disk layout of a dataset and how to read (or download) it."""
 
     files: tuple[str, ...]                       # relative to the root; all must exist
-    read: Callable[[Path, bool], _Pool]          # (root, download) -> pool
+    read: Callable[[Path, bool], Pool]           # (root, download) -> pool
 
 
 @dataclass(frozen=True)
 class _Source:
+    """Where a named dataset's images are found and how its ImageFolder form is read."""
+
     key: str                                     # names the cache entries
     folder_names: tuple[str, ...]                # ImageFolder tree/archive stems to look for
     torchvision: _TorchvisionFiles | None = None
@@ -156,21 +123,21 @@ def _nchw(hwc: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(hwc.transpose(0, 3, 1, 2))
 
 
-def _read_cifar(class_name: str) -> Callable[[Path, bool], _Pool]:
-    def read(root: Path, download: bool) -> _Pool:
+def _read_cifar(class_name: str) -> Callable[[Path, bool], Pool]:
+    def read(root: Path, download: bool) -> Pool:
         from torchvision import datasets
 
         cls = getattr(datasets, class_name)
         train = cls(str(root), train=True, download=download)
         test = cls(str(root), train=False, download=False)
-        return _Pool(list(train.classes), _nchw(train.data), np.asarray(train.targets, np.int64),
-                     _nchw(test.data), np.asarray(test.targets, np.int64))
+        return Pool(list(train.classes), _nchw(train.data), np.asarray(train.targets, np.int64),
+                    _nchw(test.data), np.asarray(test.targets, np.int64))
 
     return read
 
 
-def _read_svhn(with_extra: bool) -> Callable[[Path, bool], _Pool]:
-    def read(root: Path, download: bool) -> _Pool:
+def _read_svhn(with_extra: bool) -> Callable[[Path, bool], Pool]:
+    def read(root: Path, download: bool) -> Pool:
         from torchvision.datasets import SVHN
 
         try:
@@ -179,10 +146,10 @@ def _read_svhn(with_extra: bool) -> Callable[[Path, bool], _Pool]:
             test = SVHN(str(root), split="test", download=download)
         except ImportError:
             raise HbaError("reading SVHN's .mat files needs scipy: pip install scipy") from None
-        return _Pool([str(d) for d in range(10)],
-                     np.concatenate([p.data for p in parts]),
-                     np.concatenate([p.labels for p in parts]).astype(np.int64),
-                     test.data, test.labels.astype(np.int64))
+        return Pool([str(d) for d in range(10)],
+                    np.concatenate([p.data for p in parts]),
+                    np.concatenate([p.labels for p in parts]).astype(np.int64),
+                    test.data, test.labels.astype(np.int64))
 
     return read
 
@@ -226,7 +193,7 @@ def load_dataset(name: str, data_dir: str | os.PathLike | None = None,
 
     ``image_size`` (``imagefolder:`` data only) resizes every image (shorter side) and
     centre-crops it to image_size × image_size; None keeps the images' own size when they all
-    share one square size, else resizes them to MIXED_SIZE_SIDE (32, the scale the paper
+    share one square size, else resizes them to decode.MIXED_SIZE_SIDE (32, the scale the paper
     searches at and the size of CIFAR; predictable in memory and time whatever the photos
     are). How the images were sized is printed once, one line on stderr, and kept in
     ``ImageSplits.image_size``.
@@ -246,8 +213,8 @@ def load_dataset(name: str, data_dir: str | os.PathLike | None = None,
     if entry.source == "digits":
         pool = _digits_pool()
     elif entry.source == "imagefolder":
-        pool = _imagefolder_pool(name[len(IMAGEFOLDER_PREFIX):], data_root, cache_root,
-                                 image_size)
+        pool = imagefolder_pool(name[len(IMAGEFOLDER_PREFIX):], data_root, cache_root,
+                                image_size)
         if pool.note:
             print(f"imagefolder: {pool.note}", file=sys.stderr, flush=True)
         # A user's data has no published split: a fifth (at most 10,000) validates.
@@ -324,7 +291,7 @@ def channel_stats(images: np.ndarray, chunk: int = 8192) -> tuple[tuple[float, f
 
 # --------------------------------------------------------------------------- digits
 
-def _digits_pool() -> _Pool:
+def _digits_pool() -> Pool:
     """scikit-learn's 8×8 digits (UCI), 0..16 → 0..255, bilinear to 32×32, grey → RGB.
 
     The 397-image test set is fixed (seed DIGITS_TEST_SEED); the other 1,400 are the pool.
@@ -337,30 +304,13 @@ def _digits_pool() -> _Pool:
     rgb = upsampled.round().clamp(0, 255).to(torch.uint8).expand(-1, 3, -1, -1).numpy()
     order = np.random.default_rng(DIGITS_TEST_SEED).permutation(len(labels))
     test, pool = np.sort(order[:DIGITS_TEST_SIZE]), np.sort(order[DIGITS_TEST_SIZE:])
-    return _Pool([str(d) for d in range(10)], np.ascontiguousarray(rgb[pool]), labels[pool],
-                 np.ascontiguousarray(rgb[test]), labels[test])
+    return Pool([str(d) for d in range(10)], np.ascontiguousarray(rgb[pool]), labels[pool],
+                np.ascontiguousarray(rgb[test]), labels[test])
 
 
 # --------------------------------------------------------------------------- finding named data
 
-def _folder_candidates(root: Path, stems: Sequence[str], archives: bool = True) -> list[Path]:
-    names = [n for stem in stems for n in (stem, f"{stem}-jpeg", f"{stem}-png", f"{stem}-images")]
-    suffixes = ("", ".tar", ".tar.gz", ".tgz", ".zip") if archives else ("",)
-    return [root / f"{n}{s}" for n in names for s in suffixes]
-
-
-def _looked_for(stems: Sequence[str], archives: bool = True) -> str:
-    forms = "/, .tar, .tar.gz, .tgz, .zip" if archives else "/"
-    return (f"an ImageFolder tree{' or archive' if archives else ''} "
-            f"{'|'.join(stems)}[-jpeg|-png|-images][{forms}] with train/ and test/")
-
-
-def _one_line(exc: BaseException) -> str:
-    text = " ".join(str(exc).split()) or type(exc).__name__
-    return text if len(text) <= 160 else text[:157] + "..."
-
-
-def _find_pool(name: str, source: _Source, root: Path, cache: Path, download: bool) -> _Pool:
+def _find_pool(name: str, source: _Source, root: Path, cache: Path, download: bool) -> Pool:
     tv = source.torchvision
     looked = []
     if tv is not None:
@@ -369,12 +319,13 @@ def _find_pool(name: str, source: _Source, root: Path, cache: Path, download: bo
         for tv_root in (root, root / source.folder_names[0]):
             present = [tv_root / f for f in tv.files]
             if all(p.is_file() for p in present):
-                return _cached(cache, source.key, present, {},
-                               lambda r=tv_root: _torchvision_read(tv, r, False, name))
-    looked.append(_looked_for(source.folder_names))
-    for candidate in _folder_candidates(root, source.folder_names):
+                return cached(cache, source.key, present, {},
+                              lambda r=tv_root: _torchvision_read(tv, r, False, name))
+    looked.append(looked_for(source.folder_names))
+    for candidate in folder_candidates(root, source.folder_names):
         if candidate.exists():
-            return _folder_pool(candidate, source, cache)
+            return folder_pool(candidate, cache, source.key, source.train_folders, source.side,
+                               source.class_subset)
     failure = "download not allowed"
     if tv is not None and download:
         log.info("%s not found in %s: downloading with torchvision", name, root)
@@ -386,10 +337,10 @@ def _find_pool(name: str, source: _Source, root: Path, cache: Path, download: bo
             if isinstance(exc, HbaError) or not isinstance(exc, Exception):
                 raise
             # network, permissions, disk: all one line for the user
-            failure = f"download failed ({_one_line(exc)})"
+            failure = f"download failed ({one_line(exc)})"
         else:
             present = [root / f for f in tv.files]
-            _store(cache, source.key, present, {}, pool)
+            store(cache, source.key, present, {}, pool)
             return pool
     elif tv is None:
         failure = "torchvision cannot download it"
@@ -397,496 +348,29 @@ def _find_pool(name: str, source: _Source, root: Path, cache: Path, download: bo
                    f"{failure}; put the data there, or point --data-dir or HBA_DATA at it")
 
 
-
-def _torchvision_read(tv: _TorchvisionFiles, root: Path, download: bool, name: str) -> _Pool:
+def _torchvision_read(tv: _TorchvisionFiles, root: Path, download: bool, name: str) -> Pool:
     try:
         return tv.read(root, download)
     except RuntimeError as exc:   # torchvision's "Dataset not found or corrupted"
         if download:
             raise
-        raise HbaError(f"torchvision could not read {name} in {root}: {_one_line(exc)}") from None
+        raise HbaError(f"torchvision could not read {name} in {root}: {one_line(exc)}") from None
 
 
-def _find_file_list(name: str, source: _Source, root: Path) -> _FileList:
+def _find_file_list(name: str, source: _Source, root: Path) -> FileList:
     """Full ImageNet: a directory tree (torchvision's ImageNet layout is one), never decoded."""
-    for candidate in _folder_candidates(root, source.folder_names, archives=False):
+    for candidate in folder_candidates(root, source.folder_names, archives=False):
         if candidate.is_dir():
-            return _tree_file_list(candidate)
+            return tree_file_list(candidate)
     raise HbaError(f"dataset {name} not found in {root}: looked for "
-                   f"{_looked_for(source.folder_names, archives=False)} (val/ stands for test/); "
+                   f"{looked_for(source.folder_names, archives=False)} (val/ stands for test/); "
                    "torchvision cannot download it; unpack ImageNet there, or point --data-dir or "
                    "HBA_DATA at it")
 
 
-def _imagefolder_pool(path_text: str, data_root: Path, cache: Path,
-                      image_size: int | None = None) -> _Pool:
-    if not path_text:
-        raise HbaError("imagefolder needs a path: imagefolder:PATH (a directory with train/ and "
-                       "test/, or a .tar/.tar.gz/.zip of one)")
-    path = Path(path_text).expanduser()
-    tried = [path]
-    if not path.exists() and not path.is_absolute():
-        path = data_root / path_text
-        tried.append(path)
-    if not path.exists():
-        raise HbaError(f"imagefolder path not found: {' or '.join(map(str, tried))} (give a "
-                       "directory with train/<class>/ and test/<class>/, or a .tar/.tar.gz/.zip "
-                       "of one)")
-    return _folder_pool(path, _Source("imagefolder", (), side=image_size), cache)
-
-
-# --------------------------------------------------------------------------- the decoded cache
-
-def _cache_path(cache: Path, key: str, files: Sequence[Path], params: dict) -> Path:
-    """<cache>/decoded/<key>-<digest>.npz; the digest covers every source file's path, size
-    and mtime (hashed incrementally: a tree can list a million files)."""
-    digest = hashlib.sha256(json.dumps({"format": CACHE_FORMAT, "source": key, "params": params},
-                                       sort_keys=True).encode())
-    for path in files:
-        st = path.stat()
-        digest.update(f"\0{path.resolve()}\0{st.st_size}\0{st.st_mtime_ns}".encode())
-    return cache / "decoded" / f"{key}-{digest.hexdigest()[:20]}.npz"
-
-
-def _cached(cache: Path, key: str, files: Sequence[Path], params: dict,
-            read: Callable[[], _Pool]) -> _Pool:
-    """The decoded pool from the cache when its source files are unchanged, else read + store."""
-    path = _cache_path(cache, key, files, params)
-    if path.is_file():
-        try:
-            with np.load(path, allow_pickle=False) as z:
-                return _Pool([str(c) for c in z["classes"]], z["train_images"], z["train_labels"],
-                             z["test_images"], z["test_labels"],
-                             str(z["note"]) if "note" in z.files else "")
-        except (OSError, ValueError, KeyError, zipfile.BadZipFile) as exc:
-            log.warning("ignoring unreadable cache %s (%s)", path, _one_line(exc))
-    pool = read()
-    _store(cache, key, files, params, pool)
-    return pool
-
-
-def _store(cache: Path, key: str, files: Sequence[Path], params: dict, pool: _Pool) -> None:
-    """Write the cache atomically; a cache that cannot be written only costs time later."""
-    path = _cache_path(cache, key, files, params)
-    buffer = io.BytesIO()
-    np.savez(buffer, classes=np.array(pool.classes, dtype=str), train_images=pool.train_images,
-             train_labels=pool.train_labels, test_images=pool.test_images,
-             test_labels=pool.test_labels, note=np.array(pool.note))
-    try:
-        atomic_write_bytes(path, buffer.getbuffer())
-    except OSError as exc:
-        warnings.warn(f"could not write the decoded-image cache {path}: {_one_line(exc)}",
-                      stacklevel=3)
-
-
-# --------------------------------------------------------------------------- ImageFolder data
-
-@dataclass
-class _Record:
-    split: str
-    cls: str
-    name: str
-    payload: bytes | Path
-    where: str = ""      # names the file in messages: its path, or "ARCHIVE member MEMBER"
-
-
-def _is_image(name: str) -> bool:
-    base = PurePosixPath(name).name
-    return not base.startswith(".") and base.lower().endswith(IMAGE_EXTENSIONS)
-
-
-def _empty_class_folder(folder: str) -> HbaError:
-    # Refused, not skipped: a class without images would silently drop out of the class list,
-    # shifting the label of every class after it and the number of outputs of the net.
-    return HbaError(f"empty class folder {folder}: no image files ({', '.join(IMAGE_EXTENSIONS)}) "
-                    "directly in it; add images or remove the folder (a class without images "
-                    "would shift the label of every class after it)")
-
-
-def _tree_records(root: Path) -> list[_Record]:
-    """train/<class>/<file> (and extra/, val/, test/) under a directory, names sorted.
-
-    HbaError for a class folder without images, or one that cannot be listed."""
-    records = []
-    for split in SPLIT_FOLDERS:
-        split_dir = root / split
-        if not split_dir.is_dir():
-            continue
-        try:
-            class_dirs = sorted(p for p in split_dir.iterdir()
-                                if p.is_dir() and not p.name.startswith("."))
-        except OSError as exc:
-            raise HbaError(f"cannot list folder {split_dir}: {exc.strerror or _one_line(exc)}") \
-                from None
-        for class_dir in class_dirs:
-            try:
-                entries = sorted(os.scandir(class_dir), key=lambda e: e.name)
-            except OSError as exc:
-                raise HbaError(f"cannot list folder {class_dir}: "
-                               f"{exc.strerror or _one_line(exc)}") from None
-            found = len(records)
-            for entry in entries:
-                if entry.is_file() and _is_image(entry.name):
-                    records.append(_Record(split, class_dir.name, entry.name, Path(entry.path),
-                                           entry.path))
-            if len(records) == found:
-                raise _empty_class_folder(str(class_dir))
-    return records
-
-
-def _member_parts(name: str) -> tuple[str, ...] | None:
-    """The path parts of an archive member; None (the member is ignored) for an absolute name
-    or one with a '..' part. Members are only ever read into memory, never written, so such a
-    name could not escape anyway; ignoring it keeps data from outside the tree out of it."""
-    path = PurePosixPath(name)
-    if path.is_absolute() or ".." in path.parts:
-        return None
-    return path.parts
-
-
-def _archive_records(path: Path) -> list[_Record]:
-    """Members …/<split>/<class>/<file> of a tar (any compression) or zip, read in one pass,
-    into memory (nothing is extracted to disk)."""
-    records = []
-    class_dirs: dict[tuple[str, ...], str] = {}     # (prefix…, split, class) → member name
-
-    def seen(name: str, is_dir: bool, is_file: bool, read: Callable[[], bytes]) -> None:
-        parts = _member_parts(name)
-        if parts is None:
-            return
-        if (is_dir and len(parts) >= 2 and parts[-2] in SPLIT_FOLDERS
-                and not parts[-1].startswith(".")):
-            class_dirs[parts] = name
-        if is_file and len(parts) >= 3 and parts[-3] in SPLIT_FOLDERS and _is_image(name):
-            records.append(_Record(parts[-3], parts[-2], parts[-1], read(),
-                                   f"{path} member {name}"))
-            filled.add(parts[:-1])
-            prefixes.add(parts[:-3])
-
-    filled, prefixes = set(), set()
-    try:
-        if zipfile.is_zipfile(path) and not tarfile.is_tarfile(path):
-            with zipfile.ZipFile(path) as archive:
-                for info in archive.infolist():
-                    link = stat.S_ISLNK(info.external_attr >> 16)   # a symlink: not followed
-                    seen(info.filename, info.is_dir(), not info.is_dir() and not link,
-                         lambda info=info: archive.read(info))
-        else:
-            with tarfile.open(path, "r:*") as tar:
-                for member in tar:
-                    seen(member.name, member.isdir(), member.isfile(),
-                         lambda member=member: tar.extractfile(member).read())
-    except (tarfile.TarError, zipfile.BadZipFile, zipfile.LargeZipFile, RuntimeError,
-            NotImplementedError, OSError, EOFError) as exc:
-        # RuntimeError: an encrypted zip member; NotImplementedError: an unknown compression
-        raise HbaError(f"cannot read archive {path}: {_one_line(exc)}") from None
-    for parts in sorted(set(class_dirs) - filled):
-        if parts[:-2] in prefixes:      # folders beside the data (another prefix) don't count
-            raise _empty_class_folder(f"{path} member {class_dirs[parts].rstrip('/')}")
-    return sorted(records, key=lambda r: (r.split, r.cls, r.name))
-
-
-def _folder_records(path: Path) -> list[_Record]:
-    if path.is_dir():
-        return _tree_records(path)
-    try:
-        is_archive = path.is_file() and (tarfile.is_tarfile(path) or zipfile.is_zipfile(path))
-    except OSError as exc:
-        raise HbaError(f"cannot read archive {path}: {exc.strerror or _one_line(exc)}") from None
-    if is_archive:
-        return _archive_records(path)
-    raise HbaError(f"{path} is neither a directory nor a .tar/.tar.gz/.zip archive")
-
-
-def _pick_test_split(records: Sequence[_Record], where: Path) -> str:
-    splits = {r.split for r in records}
-    if "train" not in splits:
-        raise HbaError(f"no images in {where}/train/<class>/ (ImageFolder layout: "
-                       "train/<class>/*.jpg and test/<class>/*.jpg)")
-    for split in ("test", "val"):
-        if split in splits:
-            return split
-    raise HbaError(f"no test/<class>/ (or val/<class>/) images in {where}")
-
-
-def _train_classes(records: Sequence[_Record], test_split: str, where: Path) -> list[str]:
-    """The sorted class folders of train/ (ImageFolder's order); test classes must be among them."""
-    classes = sorted({r.cls for r in records if r.split == "train"})
-    if len(classes) < 2:
-        raise HbaError(f"{where}: train/ has {len(classes)} class ({', '.join(classes)}); a "
-                       "classifier needs at least 2 classes (one folder of images per class)")
-    unknown = sorted({r.cls for r in records if r.split == test_split} - set(classes))
-    if unknown:
-        raise HbaError(f"{where}: {test_split}/ has classes missing from train/: "
-                       f"{', '.join(unknown[:5])}")
-    return classes
-
-
-def _label_records(records: Sequence[_Record], classes: list[str],
-                   split: str) -> tuple[list[_Record], np.ndarray]:
-    index = {c: i for i, c in enumerate(classes)}
-    chosen = [r for r in records if r.split == split and r.cls in index]
-    return chosen, np.array([index[r.cls] for r in chosen], np.int64)
-
-
-def _folder_pool(path: Path, source: _Source, cache: Path) -> _Pool:
-    """An ImageFolder tree or archive, decoded once and cached."""
-    # An archive is one file, keyed as such; a tree is keyed by its listing (cheap to take).
-    if path.is_dir():
-        records = _tree_records(path)
-        if not records:
-            raise HbaError(f"no images found under {path} (ImageFolder layout: "
-                           "train/<class>/*.jpg and test/<class>/*.jpg)")
-        key_files: Sequence[Path] = [r.payload for r in records]
-    else:
-        key_files = [path]
-    params = {"side": source.side, "classes": source.class_subset,
-              "train": list(source.train_folders)}
-    if source.side is None:     # the rule for None: any shared square size kept (was: ≤ 64)
-        params["sizing"] = "square-native"
-    return _cached(cache, source.key, key_files, params, lambda: _decode_folder(path, source))
-
-
-def _decode_folder(path: Path, source: _Source) -> _Pool:
-    records = _folder_records(path)
-    test_split = _pick_test_split(records, path)
-    classes = _train_classes(records, test_split, path)
-    if source.class_subset is not None:
-        classes = _subset_classes(classes, source.class_subset, path)
-    train, train_labels = [], []
-    for split in source.train_folders:
-        chosen, labels = _label_records(records, classes, split)
-        train += chosen
-        train_labels.append(labels)
-    test, test_labels = _label_records(records, classes, test_split)
-    log.info("decoding %d images of %s (once; cached afterwards)", len(train) + len(test), path)
-    # Train and test are decoded together so that they end up the same size.
-    images, note = _decode_sized([r.payload for r in train + test], source.side, None,
-                                 [r.where for r in train + test])
-    return _Pool(classes, images[:len(train)], np.concatenate(train_labels),
-                 images[len(train):], test_labels, note)
-
-
-def _subset_classes(classes: list[str], count: int, where: Path) -> list[str]:
-    if len(classes) < count:
-        raise HbaError(f"{where} has {len(classes)} classes; reduced ImageNet needs {count}")
-    chosen = np.random.default_rng(REDUCED_IMAGENET_CLASS_SEED).choice(len(classes), count,
-                                                                        replace=False)
-    return [classes[i] for i in sorted(chosen)]
-
-
-def _tree_file_list(root: Path) -> _FileList:
-    records = _tree_records(root)
-    test_split = _pick_test_split(records, root)
-    classes = _train_classes(records, test_split, root)
-    train, train_labels = _label_records(records, classes, "train")
-    test, test_labels = _label_records(records, classes, test_split)
-    return _FileList(classes, [str(r.payload) for r in train], train_labels,
-                     [str(r.payload) for r in test], test_labels)
-
-
-# --------------------------------------------------------------------------- decoding
-
-class _MixedSizes(Exception):
-    """The images do not share one square size: decode again with resizing."""
-
-
-# Pillow's modes of 16-bit greys (and "I", 32-bit, read as 16-bit: older Pillows open 16-bit
-# grey PNGs so). Pillow's convert("RGB") clips them at 255; they are scaled like the rest.
-_SIXTEEN_BIT_MODES = ("I;16", "I;16B", "I;16L", "I;16N", "I")
-
-
-def decode_images(payloads: Sequence[bytes | Path], side: int | None = None,
-                  workers: int | None = None, names: Sequence[str] | None = None) -> np.ndarray:
-    """Encoded images (bytes or paths) → uint8 N×3×side×side RGB.
-
-    Without ``side``, images that all share one square size keep it; otherwise every image is
-    resized (shorter side) and centre-cropped to ``side`` (default MIXED_SIZE_SIDE). Native-size
-    decoding uses torchvision's decoder for images up to TORCHVISION_MAX_SIDE (fast for small
-    images), PIL above; resizing uses PIL's JPEG draft mode, in worker processes when there are
-    many images. HbaError before decoding when the images would take more than MEMORY_FRACTION
-    of the machine's memory.
-
-    16 bits a channel become 8 by keeping the high byte (v >> 8) on every path: what Pillow
-    does itself for 16-bit RGB PNGs and torchvision's ``to_dtype(..., scale=True)`` does, so an
-    image's pixels never depend on the images beside it. ``names`` (paths by default) name the
-    images in errors: HbaError, one line, for an image that cannot be read, is empty, cannot
-    be decoded, or is over Pillow's decompression-bomb limit (a PNG or JPEG larger than
-    TORCHVISION_MAX_SIDE goes straight to PIL, which checks the limit in the header first).
-    """
-    if names is None:
-        names = [str(p) if isinstance(p, Path) else f"#{i + 1} of {len(payloads)}"
-                 for i, p in enumerate(payloads)]
-    return _decode_sized(payloads, side, workers, names)[0]
-
-
-def _decode_sized(payloads: Sequence[bytes | Path], side: int | None, workers: int | None,
-                  names: Sequence[str]) -> tuple[np.ndarray, str]:
-    """``decode_images`` and a line saying how the images were sized (the choice made)."""
-    if side is not None:
-        return (_decode_resized(payloads, side, workers, names),
-                f"images resized to {side}×{side} (--image-size {side})")
-    try:
-        images = _decode_native(payloads, names)
-        side = images.shape[-1]
-        return images, (f"images kept at their own size, {side}×{side} (--image-size N "
-                        "resizes them)")
-    except _MixedSizes:
-        side = MIXED_SIZE_SIDE
-        return (_decode_resized(payloads, side, workers, names),
-                f"images resized to {side}×{side} (they differ in size or are not square; "
-                "--image-size N sets the size)")
-
-
-def _memory_bytes() -> int | None:
-    """The machine's physical memory in bytes; None where it cannot be told."""
-    try:
-        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
-    except (AttributeError, ValueError, OSError):
-        return None
-
-
-def _check_fits(count: int, side: int) -> None:
-    """HbaError (one line) when count images of side×side would overfill memory."""
-    need, total = count * 3 * side * side, _memory_bytes()
-    if total is not None and need > MEMORY_FRACTION * total:
-        raise HbaError(f"{count:,} images at {side}×{side} take {need / 2**30:.1f} GiB in memory, "
-                       f"over {MEMORY_FRACTION:.0%} of this machine's {total / 2**30:.1f} GiB "
-                       "(imagefolder data is held in memory, not streamed); choose a smaller "
-                       "--image-size or fewer images")
-
-
-def _read(payload: bytes | Path, where: str) -> bytes:
-    if isinstance(payload, Path):
-        try:
-            payload = payload.read_bytes()
-        except OSError as exc:
-            raise HbaError(f"cannot read image {where}: {exc.strerror or _one_line(exc)}") \
-                from None
-    if not payload:
-        raise HbaError(f"image {where} is empty (0 bytes)")
-    return payload
-
-
-def _header_size(data: bytes) -> tuple[int, int] | None:
-    """(width, height) from a PNG's or JPEG's header, without decoding; None if not found."""
-    if data[:8] == b"\x89PNG\r\n\x1a\n" and data[12:16] == b"IHDR" and len(data) >= 24:
-        return struct.unpack(">II", data[16:24])
-    if data[:2] != b"\xff\xd8":
-        return None
-    i = 2
-    while i + 9 <= len(data) and data[i] == 0xFF:
-        marker = data[i + 1]
-        if marker == 0xFF:                                  # fill byte
-            i += 1
-        elif marker == 0x01 or 0xD0 <= marker <= 0xD8:      # markers without a segment
-            i += 2
-        elif 0xC0 <= marker <= 0xCF and marker not in (0xC4, 0xC8, 0xCC):   # SOFn
-            height, width = struct.unpack(">HH", data[i + 5:i + 9])
-            return width, height
-        elif marker == 0xDA:                                # scan data before any frame header
-            return None
-        else:
-            i += 2 + int.from_bytes(data[i + 2:i + 4], "big")
-    return None
-
-
-def _torchvision_decode(data: bytes) -> np.ndarray:
-    """~2.5× faster than PIL on 32×32 JPEGs, same pixels (both libjpeg-turbo)."""
-    from torchvision.io import ImageReadMode, decode_image
-
-    with warnings.catch_warnings():   # torchvision 0.29 deprecates its decoders for torchcodec
-        warnings.simplefilter("ignore", DeprecationWarning)
-        image = decode_image(torch.frombuffer(bytearray(data), dtype=torch.uint8),
-                             mode=ImageReadMode.RGB).numpy()
-    if image.dtype == np.uint16:      # 16-bit PNGs: the high byte, as _pil_rgb8 does
-        image = (image >> 8).astype(np.uint8)
-    return image
-
-
-def _decode_native(payloads: Sequence[bytes | Path], names: Sequence[str]) -> np.ndarray:
-    out: np.ndarray | None = None
-    for i, payload in enumerate(payloads):
-        data = _read(payload, names[i])
-        size = _header_size(data)
-        if size is not None and (size[0] != size[1] or (
-                out is not None and size[0] != out.shape[-1])):
-            raise _MixedSizes     # told by the header, before decoding
-        if size is not None and max(size) > TORCHVISION_MAX_SIDE:
-            image = _pil_decode(data, None, names[i])   # PIL checks the bomb limit first
-        else:
-            try:
-                image = _torchvision_decode(data)
-            except (RuntimeError, ImportError):   # a format (bmp, tiff…) or no torchvision one
-                image = _pil_decode(data, None, names[i])
-        if out is None:
-            if image.shape[1] != image.shape[2]:
-                raise _MixedSizes
-            _check_fits(len(payloads), image.shape[-1])
-            out = np.empty((len(payloads), *image.shape), np.uint8)
-        elif image.shape != out.shape[1:]:
-            raise _MixedSizes
-        out[i] = image
-    if out is None:
-        return np.zeros((0, 3, MIXED_SIZE_SIDE, MIXED_SIZE_SIDE), np.uint8)
-    return out
-
-
-def _pil_rgb8(im):
-    """A PIL image as 8-bit RGB; 16-bit greys by their high byte, not clipped at 255."""
-    from PIL import Image
-
-    if im.mode in _SIXTEEN_BIT_MODES:
-        grey = np.asarray(im)
-        if im.mode == "I":
-            grey = np.clip(grey, 0, 65535)
-        im = Image.fromarray((grey >> 8).astype(np.uint8))
-    return im if im.mode == "RGB" else im.convert("RGB")
-
-
-def _pil_decode(payload: bytes | Path, side: int | None, where: str | None = None) -> np.ndarray:
-    """One image with PIL, optionally shorter side → ``side`` and centre crop to side×side."""
-    from PIL import Image, ImageOps
-
-    if where is None:
-        where = str(payload) if isinstance(payload, Path) else "an archive member"
-    data = _read(payload, where)
-    try:
-        with Image.open(io.BytesIO(data)) as im:
-            if side is not None:
-                im.draft("RGB", (side, side))   # JPEG: decode at the smallest scale ≥ side
-                im = ImageOps.fit(_pil_rgb8(im), (side, side), Image.BICUBIC)
-            return np.asarray(_pil_rgb8(im)).transpose(2, 0, 1)
-    except Image.DecompressionBombError as exc:
-        found = re.search(r"\((\d+) pixels\)", str(exc))
-        pixels = f"{int(found.group(1)):,} pixels" if found else "too many pixels"
-        raise HbaError(f"image {where} has {pixels}, over Pillow's decompression-bomb limit of "
-                       f"{2 * (Image.MAX_IMAGE_PIXELS or 0):,} pixels (2 × "
-                       "PIL.Image.MAX_IMAGE_PIXELS); shrink it or leave it out") from None
-    except Exception as exc:   # Pillow raises many types for broken files (OSError, SyntaxError…)
-        raise HbaError(f"cannot decode image {where}: {_one_line(exc)}") from None
-
-
-def _decode_resized(payloads: Sequence[bytes | Path], side: int, workers: int | None,
-                    names: Sequence[str]) -> np.ndarray:
-    _check_fits(len(payloads), side)
-    out = np.empty((len(payloads), 3, side, side), np.uint8)
-    if workers is None:   # worker start-up only pays off for many (large) images
-        workers = (os.cpu_count() or 1) if len(payloads) >= 5000 else 1
-    if workers <= 1:
-        for i, payload in enumerate(payloads):
-            out[i] = _pil_decode(payload, side, names[i])
-        return out
-    with ProcessPoolExecutor(max_workers=workers) as pool:
-        sides = [side] * len(payloads)
-        for i, image in enumerate(pool.map(_pil_decode, payloads, sides, names, chunksize=256)):
-            out[i] = image
-    return out
-
-
 # --------------------------------------------------------------------------- streamed ImageNet
 
-def _streamed_splits(name: str, family: str, files: _FileList, train_size: int | None,
+def _streamed_splits(name: str, family: str, files: FileList, train_size: int | None,
                      val_size: int, split_seed: int) -> ImageSplits:
     train_idx, val_idx = split_indices(len(files.train_labels), train_size, val_size,
                                        split_seed, name)

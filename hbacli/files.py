@@ -1,14 +1,15 @@
-"""Where hba keeps files, and atomic writes: a crash or Ctrl-C never leaves a half-written result."""
+"""Where hba keeps files, and atomic writes: a crash or Ctrl-C never leaves a half-written
+result."""
 
 from __future__ import annotations
 
 import csv
 import io
 import json
-from dataclasses import asdict, fields
 import os
 import shutil
 import tempfile
+from dataclasses import asdict, fields
 from pathlib import Path
 from typing import Any
 
@@ -84,8 +85,13 @@ def atomic_write_text(path: str | os.PathLike, text: str) -> None:
     atomic_write_bytes(path, text.encode("utf-8"))
 
 
+def json_text(obj: Any) -> str:
+    """How hba writes a JSON file: indented, no NaN or infinity, a final newline."""
+    return json.dumps(obj, indent=2, allow_nan=False) + "\n"
+
+
 def atomic_write_json(path: str | os.PathLike, obj: Any) -> None:
-    atomic_write_text(path, json.dumps(obj, indent=2, allow_nan=False) + "\n")
+    atomic_write_text(path, json_text(obj))
 
 
 def dataclass_csv_text(records: list[Any], record_type: type) -> str:

@@ -2,9 +2,14 @@
 of a whole batch in one call.
 
 Why: on a CPU the torch kernels cost about a thousand small operator calls per batch (each op's
-parameters, each family's kernel, each stage), ~3 ms whatever the batch size, while the
-arithmetic itself is a few microseconds per image. The C twin does the same arithmetic image
-by image in one call, on one thread, with the GIL released (DataLoader threads overlap).
+parameters, each family's kernel, each stage), a fixed overhead far above the arithmetic itself
+at CIFAR sizes. The C twin does the same arithmetic image by image in one call, on one thread,
+with the GIL released (DataLoader threads overlap).
+
+What each op is comes from ``space.OPS``, not from the C file: ``library()`` matches the ops
+and kernel families by name against the C file's (``hba_op_name``, ``hba_family_name``) and
+refuses a library that lacks one, and every call passes the table (``OpRow``, one per op in
+``space.OPS`` order: its C function, its family kernel, how its magnitude becomes its argument).
 
 Where the kernels come from, in order (``library()``):
 
@@ -32,21 +37,66 @@ import shutil
 import subprocess
 import tempfile
 import warnings
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from functools import lru_cache
+from functools import cache
 from pathlib import Path
-from typing import Iterator
 
 import torch
 from torch import Tensor
 
 from .files import cache_dir
-from .space import FILL, OP_NAMES
+from .space import FILL, KERNEL_FAMILY_NAMES, OPS, ROUNDINGS
 
 SOURCE = Path(__file__).with_name("ops_native.c")
 INSTALLED = "_ops_native_lib"  # the library setup.py builds into the package, if it could
 # IEEE arithmetic as torch does it: no fast-math, no fused multiply-adds
 FLAGS = ("-O3", "-std=c99", "-fPIC", "-shared", "-ffp-contract=off")
+
+
+class OpRow(ctypes.Structure):
+    """One op of ``space.OPS`` as the C entry point takes it (``OpRow`` in ``ops_native.c``)."""
+
+    _fields_ = [("function", ctypes.c_int32), ("family", ctypes.c_int32),
+                ("rounded", ctypes.c_int32), ("unused", ctypes.c_int32),
+                ("scale", ctypes.c_double)]
+
+
+ROUNDED = {None: 0, "half-even": 1}  # space.ROUNDINGS → the C flag (nearbyint: ties to even)
+assert set(ROUNDED) == set(ROUNDINGS)
+
+
+def _names(name_at: Callable[[int], bytes | None]) -> list[str]:
+    """A C name table, read until its NULL."""
+    names = []
+    while (name := name_at(len(names))) is not None:
+        names.append(name.decode())
+    return names
+
+
+def op_rows(functions: list[str], families: list[str]) -> list[tuple[int, int]]:
+    """Per op of ``space.OPS``: (its C function's index, its family kernel's index), found by
+    name in the C library's tables ``functions`` and ``families``. RuntimeError when the two
+    sides do not list the same ops, or the same kernel families, once each."""
+    names = [op.name for op in OPS]
+    if sorted(functions) != sorted(names):
+        raise RuntimeError(f"ops_native.c's op functions {functions} differ from space.OPS's "
+                           f"ops {names}")
+    if sorted(families) != sorted(KERNEL_FAMILY_NAMES):
+        raise RuntimeError(f"ops_native.c's family kernels {families} differ from space's "
+                           f"{list(KERNEL_FAMILY_NAMES)}")
+    return [(functions.index(op.name), families.index(op.family)) for op in OPS]
+
+
+def op_table(lib: ctypes.CDLL, height: int, width: int) -> ctypes.Array:
+    """The table of ``space.OPS`` that ``hba_augment`` takes, for images of this size (the
+    scales depend on it); made once per size."""
+    key = (height, width)
+    if key not in lib.op_tables:
+        lib.op_tables[key] = (OpRow * len(OPS))(*[
+            OpRow(function, family, ROUNDED[op.rounding], 0, op.scale_factor(height, width))
+            for op, (function, family) in zip(OPS, lib.op_rows, strict=True)])
+    return lib.op_tables[key]
 
 
 def _compiler() -> str:
@@ -92,8 +142,9 @@ def _exclusive(lock: Path) -> Iterator[None]:
 def _build() -> Path:
     """The library compiled on first use, from the cache or built now."""
     compiler = _compiler()
-    key = hashlib.sha256(b"\0".join([SOURCE.read_bytes(), compiler.encode(), " ".join(FLAGS).encode(),
-                                     platform.machine().encode()])).hexdigest()[:16]
+    key = hashlib.sha256(b"\0".join([SOURCE.read_bytes(), compiler.encode(),
+                                     " ".join(FLAGS).encode(), platform.machine().encode()]))
+    key = key.hexdigest()[:16]
     target = cache_dir() / "kernels" / f"ops_native-{key}.so"
     if target.is_file():
         return target
@@ -132,7 +183,7 @@ def _load_installed() -> ctypes.CDLL | None:
     return lib
 
 
-@lru_cache(maxsize=None)
+@cache
 def library() -> ctypes.CDLL | None:
     """The loaded kernels (``.path``: the file), or None (``HBA_NATIVE=0``, or neither installed
     nor buildable here)."""
@@ -148,25 +199,29 @@ def library() -> ctypes.CDLL | None:
                           "falls back to the slower torch kernels (same images)", stacklevel=2)
             return None
         lib.path = path
-    lib.hba_op_names.restype = ctypes.c_char_p
-    if lib.hba_op_names().decode().split(",") != list(OP_NAMES):
-        raise RuntimeError("ops_native.c's op codes differ from space.OPS")
+    for table in (lib.hba_op_name, lib.hba_family_name):
+        table.restype, table.argtypes = ctypes.c_char_p, [ctypes.c_int]
+    lib.op_rows = op_rows(_names(lib.hba_op_name), _names(lib.hba_family_name))
+    lib.op_tables = {}  # (height, width) → the OpRow table passed to every call
     lib.hba_augment.restype = ctypes.c_int
     lib.hba_augment.argtypes = [ctypes.c_void_p, ctypes.c_void_p, ctypes.c_int64, ctypes.c_int,
                                 ctypes.c_int, ctypes.c_int, ctypes.c_void_p, ctypes.c_void_p,
-                                ctypes.c_void_p, ctypes.c_int]
+                                ctypes.c_void_p, ctypes.c_int, ctypes.POINTER(OpRow),
+                                ctypes.c_int64]
     return lib
 
 
 def augment_stages(images: Tensor, ops: Tensor, magnitudes: Tensor, centres: Tensor) -> Tensor:
     """Both stages on the CPU: images uint8 N×C×H×W; ops (N, 2) indices into ``space.OPS``
-    (−1: none); magnitudes (N, 2) physical, signed; centres (N, 2, 2) Cutout's (row, column)
-    per stage. Returns new images; ``images`` is left unchanged. Needs ``library()``."""
+    (−1: none); magnitudes (N, 2) physical, signed; centres (N, 2, 2) the (row, column) of
+    positioned ops per stage. Returns new images; ``images`` is left unchanged. Needs
+    ``library()``."""
     lib = library()
     if lib is None:
         raise RuntimeError("the C augmentation kernels are not available")
     if images.device.type != "cpu" or images.dtype != torch.uint8:
-        raise ValueError(f"the C kernels take uint8 CPU images, got {images.dtype} on {images.device}")
+        raise ValueError(f"the C kernels take uint8 CPU images, got {images.dtype} on "
+                         f"{images.device}")
     images = images.contiguous()
     ops = ops.to(torch.int64).contiguous()
     magnitudes = magnitudes.to(torch.float32).contiguous()
@@ -177,7 +232,13 @@ def augment_stages(images: Tensor, ops: Tensor, magnitudes: Tensor, centres: Ten
     if ops.shape != (n, 2) or magnitudes.shape != (n, 2) or centres.shape != (n, 2, 2):
         raise ValueError("ops and magnitudes must be (N, 2) and centres (N, 2, 2)")
     out = torch.empty_like(images)
-    if lib.hba_augment(images.data_ptr(), out.data_ptr(), n, c, h, w, ops.data_ptr(),
-                       magnitudes.data_ptr(), centres.data_ptr(), FILL) != 0:
+    table = op_table(lib, h, w)
+    status = lib.hba_augment(images.data_ptr(), out.data_ptr(), n, c, h, w, ops.data_ptr(),
+                             magnitudes.data_ptr(), centres.data_ptr(), FILL, table, len(table))
+    if status == -2:
+        raise ValueError("the op table names a function or family kernel the C library lacks")
+    if status == -3:
+        raise ValueError(f"op indices must be below {len(table)} (space.OPS), or -1 for none")
+    if status != 0:
         raise MemoryError("the C augmentation kernels could not allocate one image")
     return out

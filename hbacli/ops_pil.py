@@ -1,10 +1,13 @@
 """The 15 operations on one PIL image: the reference semantics of the batched ops in ``ops.py``.
 
 Every op follows Pillow (``ImageOps``, ``ImageEnhance``, ``Image.transform``) with the project's
-conventions (SPEC.md §3), so a schedule replayed per image in a user's DataLoader means exactly
-what it meant during the batched search:
+conventions (paper Table 7, the operations of PBA), so a schedule replayed per image in a user's
+DataLoader means exactly what it meant during the batched search:
 
-- magnitudes are physical (``space.OPS`` ranges) and already signed for the geometric ops;
+- magnitudes are physical (``space.OPS`` ranges) and already signed for the geometric ops; each
+  function here takes the op's *argument*, the magnitude scaled and rounded as its row in
+  ``space.OPS`` says (``OpSpec.argument``; ``apply_op_pil`` converts): TranslateX/Y take pixels
+  (m·W, m·H), Posterize whole bits, Cutout a whole side in pixels (round(m·min(H, W)));
 - geometric ops map each output pixel to an input pixel with Pillow's AFFINE matrix
   (output → input, nearest neighbour, the AutoAugment/PBA convention): ShearX (1, m, 0, 0, 1, 0),
   ShearY (1, 0, 0, m, 1, 0), TranslateX (1, 0, m·W, 0, 1, 0), TranslateY (1, 0, 0, 0, 1, m·H);
@@ -13,9 +16,9 @@ what it meant during the batched search:
 - Solarize inverts pixels >= 256 − m; Posterize removes round(m) low bits (m = 8: black);
 - Contrast, Color, Brightness, Sharpness are ``ImageEnhance`` with factor m (1 = identity);
 - Cutout paints a square of side round(m · min(H, W)) centred on a uniformly drawn pixel
-  (clipped at the borders) with ``FILL``.
+  (clipped at the borders) with ``FILL``: positioned ops take that pixel as a third argument.
 
-Images are RGB or L (uint8). Probability-only ops ignore their magnitude (None is fine).
+Images are RGB or L (uint8). Probability-only ops ignore their argument.
 """
 
 from __future__ import annotations
@@ -26,7 +29,7 @@ import numpy as np
 from PIL import Image, ImageEnhance, ImageOps
 
 from .errors import HbaError
-from .space import FILL, OP_NAMES, cutout_side
+from .space import FILL, OP_BY_NAME, OP_NAMES
 
 
 def _fill(image: Image.Image) -> int | tuple[int, ...]:
@@ -38,35 +41,35 @@ def _affine(image: Image.Image, matrix: tuple[float, ...]) -> Image.Image:
                            resample=Image.Resampling.NEAREST, fillcolor=_fill(image))
 
 
-def shear_x(image: Image.Image, m: float) -> Image.Image:
-    return _affine(image, (1, m, 0, 0, 1, 0))
+def shear_x(image: Image.Image, shear: float) -> Image.Image:
+    return _affine(image, (1, shear, 0, 0, 1, 0))
 
 
-def shear_y(image: Image.Image, m: float) -> Image.Image:
-    return _affine(image, (1, 0, 0, m, 1, 0))
+def shear_y(image: Image.Image, shear: float) -> Image.Image:
+    return _affine(image, (1, 0, 0, shear, 1, 0))
 
 
-def translate_x(image: Image.Image, m: float) -> Image.Image:
-    return _affine(image, (1, 0, m * image.width, 0, 1, 0))
+def translate_x(image: Image.Image, pixels: float) -> Image.Image:
+    return _affine(image, (1, 0, pixels, 0, 1, 0))
 
 
-def translate_y(image: Image.Image, m: float) -> Image.Image:
-    return _affine(image, (1, 0, 0, 0, 1, m * image.height))
+def translate_y(image: Image.Image, pixels: float) -> Image.Image:
+    return _affine(image, (1, 0, 0, 0, 1, pixels))
 
 
-def rotate(image: Image.Image, m: float) -> Image.Image:
-    return image.rotate(m, resample=Image.Resampling.NEAREST, fillcolor=_fill(image))
+def rotate(image: Image.Image, degrees: float) -> Image.Image:
+    return image.rotate(degrees, resample=Image.Resampling.NEAREST, fillcolor=_fill(image))
 
 
-def auto_contrast(image: Image.Image, m: float | None = None) -> Image.Image:
+def auto_contrast(image: Image.Image, _: float = 0.0) -> Image.Image:
     return ImageOps.autocontrast(image)
 
 
-def invert(image: Image.Image, m: float | None = None) -> Image.Image:
+def invert(image: Image.Image, _: float = 0.0) -> Image.Image:
     return ImageOps.invert(image)
 
 
-def equalize(image: Image.Image, m: float | None = None) -> Image.Image:
+def equalize(image: Image.Image, _: float = 0.0) -> Image.Image:
     return ImageOps.equalize(image)
 
 
@@ -74,32 +77,32 @@ def solarize(image: Image.Image, m: float) -> Image.Image:
     return ImageOps.solarize(image, 256 - m)
 
 
-def posterize(image: Image.Image, m: float) -> Image.Image:
-    bits_kept = 8 - round(m)
+def posterize(image: Image.Image, bits: float) -> Image.Image:
+    bits_kept = 8 - int(bits)
     if bits_kept <= 0:  # Pillow refuses 0 bits; removing all 8 leaves black
         return image.point([0] * 256 * len(image.getbands()))
-    return ImageOps.posterize(image, bits_kept)
+    return ImageOps.posterize(image, min(bits_kept, 8))
 
 
-def contrast(image: Image.Image, m: float) -> Image.Image:
-    return ImageEnhance.Contrast(image).enhance(m)
+def contrast(image: Image.Image, factor: float) -> Image.Image:
+    return ImageEnhance.Contrast(image).enhance(factor)
 
 
-def color(image: Image.Image, m: float) -> Image.Image:
-    return ImageEnhance.Color(image).enhance(m)
+def color(image: Image.Image, factor: float) -> Image.Image:
+    return ImageEnhance.Color(image).enhance(factor)
 
 
-def brightness(image: Image.Image, m: float) -> Image.Image:
-    return ImageEnhance.Brightness(image).enhance(m)
+def brightness(image: Image.Image, factor: float) -> Image.Image:
+    return ImageEnhance.Brightness(image).enhance(factor)
 
 
-def sharpness(image: Image.Image, m: float) -> Image.Image:
-    return ImageEnhance.Sharpness(image).enhance(m)
+def sharpness(image: Image.Image, factor: float) -> Image.Image:
+    return ImageEnhance.Sharpness(image).enhance(factor)
 
 
-def cutout_at(image: Image.Image, m: float, centre: tuple[int, int]) -> Image.Image:
-    """Cutout with a given centre (row, column): the deterministic half of ``cutout``."""
-    side = cutout_side(m, image.height, image.width)
+def cutout(image: Image.Image, side: float, centre: tuple[int, int]) -> Image.Image:
+    """A square of ``side`` pixels centred on ``centre`` (row, column), clipped, painted FILL."""
+    side = int(side)
     top, left = centre[0] - side // 2, centre[1] - side // 2
     box = (max(left, 0), max(top, 0), min(left + side, image.width), min(top + side, image.height))
     out = image.copy()
@@ -108,26 +111,33 @@ def cutout_at(image: Image.Image, m: float, centre: tuple[int, int]) -> Image.Im
     return out
 
 
-def cutout(image: Image.Image, m: float, rng: np.random.Generator | None = None) -> Image.Image:
-    rng = rng if rng is not None else np.random.default_rng()
-    centre = (int(rng.integers(image.height)), int(rng.integers(image.width)))
-    return cutout_at(image, m, centre)
-
-
+# Each op's reference: (image, argument) → image; positioned ops (image, argument, centre).
 PIL_OPS: dict[str, Callable[..., Image.Image]] = {
     "ShearX": shear_x, "ShearY": shear_y, "TranslateX": translate_x, "TranslateY": translate_y,
     "Rotate": rotate, "AutoContrast": auto_contrast, "Invert": invert, "Equalize": equalize,
     "Solarize": solarize, "Posterize": posterize, "Contrast": contrast, "Color": color,
     "Brightness": brightness, "Sharpness": sharpness, "Cutout": cutout,
 }
-assert tuple(PIL_OPS) == OP_NAMES  # one registry order: space.py's Table 7
+assert sorted(PIL_OPS) == sorted(OP_NAMES)  # one reference per op of space.OPS
+
+
+def random_position(height: int, width: int, rng: np.random.Generator) -> tuple[int, int]:
+    """A uniformly drawn pixel (row, column): the position a positioned op takes."""
+    return int(rng.integers(height)), int(rng.integers(width))
 
 
 def apply_op_pil(name: str, image: Image.Image, magnitude: float | None,
-                 rng: np.random.Generator | None = None) -> Image.Image:
-    """Apply op ``name`` with a physical (signed) magnitude; ``rng`` draws Cutout's centre."""
-    if name not in PIL_OPS:
+                 rng: np.random.Generator | None = None,
+                 centre: tuple[int, int] | None = None) -> Image.Image:
+    """Apply op ``name`` with a physical (signed) magnitude. Positioned ops (Cutout) take
+    ``centre`` (row, column), else one drawn with ``rng``; the others ignore both."""
+    op = OP_BY_NAME.get(name)
+    if op is None:
         raise HbaError(f"unknown augmentation op '{name}' (known: {', '.join(OP_NAMES)})")
-    if name == "Cutout":
-        return cutout(image, float(magnitude), rng)
-    return PIL_OPS[name](image, None if magnitude is None else float(magnitude))
+    value = op.argument(magnitude, image.height, image.width)
+    if not op.positioned:
+        return PIL_OPS[name](image, value)
+    if centre is None:
+        rng = rng if rng is not None else np.random.default_rng()
+        centre = random_position(image.height, image.width, rng)
+    return PIL_OPS[name](image, value, centre)

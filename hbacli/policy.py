@@ -1,8 +1,10 @@
-"""A(x; p, m): the augmentation function of SPEC.md §3 (PBA Algorithm 1), batched and per image.
+"""A(x; p, m): the augmentation function (PBA Algorithm 1; paper Table 7, App. A), batched and
+per image.
 
 Per image: draw K ∈ {0, 1, 2} with p = .2/.3/.5; walk the 30 op copies in a random order, apply
 each with its own probability, stop once K have been applied (so fewer than K may apply, and both
-copies of one op may apply). Geometric ops get a random sign (p = 0.5); Cutout a random centre.
+copies of one op may apply). Signed ops (the geometric ones) get a random sign (p = 0.5),
+positioned ops (Cutout) a uniformly drawn pixel: both as their rows in ``space.OPS`` say.
 
 Batched (``augment_batch``): the walk is sampled for all images at once (``walk_from_uniform``:
 the applied copies are the open ones with the earliest uniform arrival times), which leaves every
@@ -17,16 +19,16 @@ Four ways to run the stages (``kernels``), all giving bit-identical images
   parameters — static shapes, no host synchronisation, a fixed kernel sequence
   (graph-capturable);
 - "native" (the CPU default): ``ops_native``, the same ops compiled from C, the whole batch in
-  one call. The torch kernels cost ~1,000 small operator calls per batch, ~3 ms whatever its
-  size; measured on this project's 2-core machine (one thread, all probabilities 0.5, mid
-  magnitudes) the C kernels run 141k img/s at batch 128 against 30k for "sorted";
+  one call. The torch kernels cost about a thousand small operator calls per batch, a fixed
+  cost whatever its size that dwarfs the arithmetic on small images; the C kernels pay it
+  once per batch (figures: ``benchmarks/augment.py``, README);
 - "compiled" (CUDA with ``--compile``): the masked kernels through ``torch.compile``, fused
-  into a few dozen kernels; the first call per batch shape pays the compilation (~1 min);
+  into a few dozen kernels; the first call per batch shape pays the compilation;
 - "sorted" (the CPU fallback where no C compiler is found): the images are sorted by their op
   (``index_select``), each family runs on its contiguous rows and each op's parameters are
   built for its own rows only; the segment sizes go to the host, which costs nothing on a CPU.
-  It is 8.8× faster than masked at batch 128 and 19× at batch 1024 on the CPU, because an
-  image meets one family per stage, not four.
+  It is much faster than masked on the CPU, more so the larger the batch, because an image
+  meets one family per stage, not four.
 
 Threads. The policy uses the process's torch threads as it finds them (a library call leaves
 global torch state alone). Its CPU kernels are many and small, and on cores shared with other
@@ -44,7 +46,7 @@ from __future__ import annotations
 import os
 import warnings
 from dataclasses import dataclass
-from functools import lru_cache
+from functools import cache
 
 import numpy as np
 import torch
@@ -53,8 +55,8 @@ from torch import Tensor
 
 from . import ops_native, space
 from .errors import HbaError
-from .ops import FAMILIES, FAMILY_OF, Batch, centres_from_uniform, to_uint8
-from .ops_pil import apply_op_pil, cutout_at
+from .ops import FAMILY_OF, KERNEL_FAMILIES, Batch, centres_from_uniform, to_uint8
+from .ops_pil import apply_op_pil, random_position
 
 NUM_COPIES = space.NUM_OP_COPIES  # 30
 NUM_OPS = len(space.OPS)  # 15
@@ -62,7 +64,7 @@ _K_THRESHOLDS = np.cumsum(space.K_PROBABILITIES)[:-1]  # u < .2 → K=0, u < .5 
 _SIGNED = [op.signed for op in space.OPS]
 
 
-@lru_cache(maxsize=None)
+@cache
 def _constants(device: torch.device, dtype: torch.dtype) -> dict[str, Tensor]:
     """Lookup tables on the device, made once per device and dtype (no host → device copy
     inside a step). Called eagerly only, never inside a compiled region: torch.compile traces
@@ -74,9 +76,9 @@ def _constants(device: torch.device, dtype: torch.dtype) -> dict[str, Tensor]:
 def _build_constants(device: torch.device, dtype: torch.dtype) -> dict[str, Tensor]:
     mag_slot = np.full(NUM_COPIES, space.NUM_MAGNITUDES, dtype=np.int64)  # the NaN slot
     mag_slot[space.MAGNITUDE_COPY_INDEX] = np.arange(space.NUM_MAGNITUDES)
-    family_local = np.full((len(FAMILIES), NUM_OPS + 1), -1, dtype=np.int64)  # column 0: no op
+    family_local = np.full((len(KERNEL_FAMILIES), NUM_OPS + 1), -1, dtype=np.int64)  # 0: no op
     family_rank = np.zeros(NUM_OPS + 1, dtype=np.int64)  # 1 + position in family-major order
-    for f, family in enumerate(FAMILIES):
+    for f, family in enumerate(KERNEL_FAMILIES):
         for local, name in enumerate(family.builders):
             family_local[f, space.OP_NAMES.index(name) + 1] = local
             family_rank[space.OP_NAMES.index(name) + 1] = family_rank.max() + 1
@@ -108,7 +110,8 @@ def _per_example(values, n: int, device: torch.device, what: str) -> Tensor:
     """(30,) shared or (N, 30) per example → float32 (N, 30) on the device."""
     t = torch.as_tensor(values, dtype=torch.float32).to(device)
     if t.shape not in ((NUM_COPIES,), (n, NUM_COPIES)):
-        raise HbaError(f"{what} must have shape (30,) or ({n}, 30), got {tuple(t.shape)}")
+        raise HbaError(f"{what} must have shape ({NUM_COPIES},) or ({n}, {NUM_COPIES}), "
+                       f"got {tuple(t.shape)}")
     return t.expand(n, NUM_COPIES)
 
 
@@ -147,7 +150,7 @@ def walk_from_uniform(probabilities: Tensor, u: Tensor,
     k = (u[:, :1] >= c["k_thresholds"]).sum(1)
     opened = u[:, 1 + NUM_COPIES:1 + 2 * NUM_COPIES] < probabilities
     # closed copies arrive at ≥ 2, so they never apply; an add, not torch.where, which is
-    # ~3× slower on CPU for this strided float slice
+    # slower on the CPU for this strided float slice
     arrival = torch.add(u[:, 1:1 + NUM_COPIES], ~opened, alpha=2.0)
     earliest, first = arrival.min(1)
     later, second = arrival.scatter(1, first.unsqueeze(1), 2.0).min(1)
@@ -167,7 +170,7 @@ def _apply_stage(images: Tensor, op: Tensor, magnitudes: Tensor, centres: Tensor
     """Apply op[i] (index into space.OPS, −1 = none) to image i: each family once, on the whole
     batch, non-members with identity parameters. Static shapes, no host sync (the CUDA path).
     ``family_local``: the ``_constants`` table of that name."""
-    for f, family in enumerate(FAMILIES):
+    for f, family in enumerate(KERNEL_FAMILIES):
         images = family.run(Batch(images, magnitudes, centres), family_local[f, op + 1])
     return images
 
@@ -189,11 +192,11 @@ def _apply_stages_sorted(images: Tensor, ops: Tensor, magnitudes: Tensor,
         order = rank.argsort(stable=True)
         bounds = [0] + torch.bincount(rank, minlength=NUM_OPS + 1).cumsum(0).tolist()
         rows = order if position is None else position.index_select(0, order)
-        # index_select, not x[rows]: a row copy, ~8× faster than advanced indexing on CPU
+        # index_select, not x[rows]: a row copy, faster than advanced indexing on the CPU
         ordered = Batch(current.index_select(0, rows), magnitudes[:, stage].index_select(0, order),
                         centres[stage].index_select(0, order))
         first_rank = 1  # rank 0: no op this stage
-        for family in FAMILIES:
+        for family in KERNEL_FAMILIES:
             start, stop = bounds[first_rank], bounds[first_rank + len(family.builders)]
             if stop > start:
                 segments = [(bounds[r] - start, bounds[r + 1] - start)
@@ -226,12 +229,12 @@ def _masked_with_tables(images: Tensor, probabilities: Tensor, magnitudes: Tenso
     return _augment(images, probabilities, magnitudes, u, "masked", constants)
 
 
-@lru_cache(maxsize=None)
+@cache
 def _compiled_masked():
-    """The masked kernels through torch.compile: one static graph, fused (~450 CUDA launches
-    become a few dozen), no graph break and no host synchronisation (the lookup tables come in
-    as tensors, built once per device outside the graph); compiled once per process and batch
-    shape (``tests/test_policy_compiled.py``)."""
+    """The masked kernels through torch.compile: one static graph, fused (hundreds of CUDA
+    launches become a few dozen), no graph break and no host synchronisation (the lookup
+    tables come in as tensors, built once per device outside the graph); compiled once per
+    process and batch shape (``tests/test_policy_compiled.py``)."""
     return torch.compile(_masked_with_tables, dynamic=False)
 
 
@@ -346,7 +349,7 @@ class Stage:
 
     op: int                  # index into space.OPS
     magnitude: float         # physical, signed; 0 for probability-only ops
-    centre: tuple[int, int]  # Cutout's (row, column); (0, 0) for the other ops
+    centre: tuple[int, int]  # positioned ops' (row, column) (Cutout's centre); else (0, 0)
 
 
 def draw_stages(probabilities: np.ndarray, magnitudes: np.ndarray, height: int, width: int,
@@ -363,7 +366,7 @@ def draw_stages(probabilities: np.ndarray, magnitudes: np.ndarray, height: int, 
         magnitude = float(magnitudes[copy]) if op.has_magnitude else 0.0
         if op.signed and rng.random() < 0.5:
             magnitude = -magnitude
-        centre = (int(rng.integers(height)), int(rng.integers(width))) if op.name == "Cutout" else (0, 0)
+        centre = random_position(height, width, rng) if op.positioned else (0, 0)
         stages.append(Stage(space.OP_NAMES.index(op.name), magnitude, centre))
     return stages
 
@@ -373,11 +376,8 @@ def augment_pil(image: Image.Image, probabilities, magnitudes,
     """A(x; p, m) for one PIL image, through ``ops_pil``."""
     for stage in draw_stages(np.asarray(probabilities), np.asarray(magnitudes), image.height,
                              image.width, rng):
-        name = space.OP_NAMES[stage.op]
-        if name == "Cutout":
-            image = cutout_at(image, stage.magnitude, stage.centre)
-        else:
-            image = apply_op_pil(name, image, stage.magnitude)
+        image = apply_op_pil(space.OP_NAMES[stage.op], image, stage.magnitude,
+                             centre=stage.centre)
     return image
 
 
@@ -410,7 +410,7 @@ class PolicyTransform:
 
     PIL image in → PIL image out (through ``ops_pil``); C×H×W tensor in → tensor out, uint8
     (0–255) or float in [0, 1] as torchvision's (see ``augment_tensor``), through the C
-    kernels on the CPU (~0.06 ms per 32×32 image on one core, against ~0.09 ms for PIL).
+    kernels on the CPU (faster than the PIL path per image).
     Both draw the same walk from the same stream, so one seed gives the same pixels whichever
     type comes in.
 
@@ -424,7 +424,7 @@ class PolicyTransform:
         self.probabilities = np.asarray(probabilities, dtype=np.float64)
         self.magnitudes = np.nan_to_num(np.asarray(magnitudes, dtype=np.float64))
         if self.probabilities.shape != (NUM_COPIES,) or self.magnitudes.shape != (NUM_COPIES,):
-            raise HbaError("PolicyTransform needs 30 probabilities and 30 magnitudes "
+            raise HbaError(f"PolicyTransform needs {NUM_COPIES} probabilities and magnitudes "
                            "(space.OP_COPIES order)")
         self.seed = seed
         self._rng: np.random.Generator | None = None

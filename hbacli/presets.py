@@ -4,20 +4,49 @@ A run's configuration is resolved in three layers, later ones winning:
 the preset of the dataset (and model), then a ``--config`` file (YAML or JSON), then the
 command-line flags that were given. The result is a validated pydantic model, saved beside
 the run's outputs and in the schedule's provenance.
+
+Every setting is declared once, as a field of a model below with its description: the same
+field is a key of the config file, a property of the JSON Schema (``hba schema``) and a flag
+of its command, whose ``--help`` is that description (``options.py`` builds the flags). Fields
+that search and evaluate share live in ``TrainingConfig``. A description is the field's help:
+written as a sentence, without the field's default (the help appends it), except where the
+default is None, which the description explains as "(default: …)".
 """
 
 from __future__ import annotations
 
+import itertools
 import json
 import math
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import (BaseModel, BeforeValidator, ConfigDict, Field, Strict, ValidationError,
-                      field_validator, model_validator)
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    Strict,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
-from .catalogue import (DEFAULT_DATASET, DEFAULT_STRATEGY, EVALUATION_FALLBACK,
-                        EVALUATION_RECIPES, FAMILIES, STRATEGIES, dataset_entry)
+from .catalogue import (
+    BASELINES,
+    DATASET_NAMES,
+    DATASETS,
+    DEFAULT_DATASET,
+    DEFAULT_STRATEGY,
+    EVALUATION_FALLBACK,
+    EVALUATION_RECIPES,
+    FAMILIES,
+    IMAGEFOLDER_PREFIX,
+    MODELS,
+    STRATEGIES,
+    choices,
+    dataset_entry,
+)
 from .errors import HbaError
 
 Strategy = Literal[tuple(STRATEGIES)]  # type: ignore[valid-type]
@@ -25,15 +54,11 @@ LrSchedule = Literal["cosine", "step", "constant"]
 Device = Literal["auto", "cpu", "cuda", "mps"]
 HyperInput = Literal["centred", "raw"]
 ReplayMode = Literal["batched", "per-image"]
+Precision = Literal["auto", "bf16", "fp16", "fp32"]
 
-
-COMPILE_HELP = ("torch.compile the network: fused kernels, and on CUDA its forward and backward "
-                "replayed as CUDA graphs (mode reduce-overhead); the first steps pay the compilation")
-IMAGE_SIZE_HELP = ("imagefolder: data only: resize (shorter side) and centre-crop every image to "
-                   "N×N (None: the images' own size when they all share one square size, else "
-                   "32×32)")
-FLIP_HELP = ("random horizontal flip in the baseline pipeline (None: the dataset family's "
-             "default: on for CIFAR, ImageNet and imagefolder, off for SVHN and digits)")
+# json_schema_extra of a str setting that names a file or folder: "format": "path", as pydantic
+# writes for Path fields. The command line takes it as a path that click never pre-checks.
+PATH = {"format": "path"}
 
 
 def _no_bool(value: Any) -> Any:
@@ -53,11 +78,8 @@ Seed = Annotated[int, Strict(), Field(ge=0, lt=SEED_LIMIT)]
 Milestone = Annotated[int, Strict(), Field(ge=1)]
 
 
-def _increasing_milestones(milestones: list[int]) -> list[int]:
-    if any(b <= a for a, b in zip(milestones, milestones[1:])):
-        raise ValueError(f"must increase strictly (the epochs at which the lr drops tenfold), "
-                         f"got {milestones}")
-    return milestones
+def _families(flip: bool) -> str:
+    return ", ".join(name for name, family in FAMILIES.items() if family.flip == flip)
 
 
 class _Config(BaseModel):
@@ -65,102 +87,141 @@ class _Config(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_assignment=True, allow_inf_nan=False)
 
 
-class SearchConfig(_Config):
-    """Everything that defines an HBA search (Algorithm 1)."""
+class TrainingConfig(_Config):
+    """What a search and an evaluation share: the data, the network and its SGD training, the
+    device. ``dataset`` and ``model`` choose the preset the other fields start from."""
 
-    dataset: str
-    data_dir: str | None = Field(None, description="where datasets are looked for / cached")
-    train_size: Integer | None = Field(None, gt=0, description="training images (None: dataset's)")
-    val_size: Integer | None = Field(None, gt=0, description="validation images (None: dataset's)")
-    split_seed: Seed = Field(0, description="seed of the train/validation split")
-    model: str
-    strategy: Strategy = DEFAULT_STRATEGY
-    epochs: Integer = Field(gt=0)
-    batch_size: Integer = Field(128, gt=0)
-    lr: Real = Field(gt=0, description="α: SGD learning rate of the hypernetwork")
-    lr_schedule: LrSchedule = "cosine"
-    lr_milestones: list[Milestone] = Field(default_factory=list,
-                                           description="epochs of ×0.1 (step), increasing")
-    momentum: Real = Field(0.9, ge=0, lt=1)
-    nesterov: bool = True
-    weight_decay: Real = Field(ge=0)
-    hyper_lr: Real = Field(gt=0, description="α': Adam learning rate of λ (constant)")
-    sigma: Real = Field(1.0, ge=0, description="std of the per-example perturbation ε of λ")
-    train_steps: Integer = Field(2, gt=0, description="T_train: hypernetwork steps per round")
-    val_steps: Integer = Field(1, ge=0, description="T_val: λ steps per round")
-    warmup_epochs: Integer = Field(0, ge=0, description="epochs of hypernetwork steps only")
-    val_bn_mode: Literal["eval", "train"] = Field(
-        "train", description="BatchNorm mode on the λ step: train (batch statistics) or eval "
-                             "(running statistics); train told good from bad better on digits"
-    )
-    hyper_input: HyperInput = Field(
-        "centred", description="what the hyper-layers see: centred = λ − λ0 (λ0: the starting "
-        "λ), raw = λ itself (the paper's literal form); the same family of functions")
-    hyper_v_init: Real = Field(0.01, ge=0, description="φV ~ N(0, (hyper_v_init/√|λ|)²) at "
-                                "the start; 0: the hyper-layers start exactly at φ0 and learn "
-                                "from the perturbed training examples which way λ matters")
-    init: str | None = Field(None, description="schedule file whose values λ starts from "
-                             "(None: every hyperparameter at 0.95·lo + 0.05·hi)")
-    init_epoch: Integer = Field(0, ge=0, description="which epoch of the init schedule (0-based)")
-    flip: bool | None = Field(None, description=FLIP_HELP)
-    image_size: Integer | None = Field(None, gt=0, description=IMAGE_SIZE_HELP)
-    seed: Seed = 0
-    device: Device = "auto"
-    compile: bool = Field(False, description=COMPILE_HELP)
-    precision: Literal["auto", "bf16", "fp16", "fp32"] = Field(
-        "auto", description="forward passes in: auto (CUDA: bf16 on GPUs with native bf16, "
-        "compute capability >= 8.0, else fp16 with a gradient scaler; CPU: fp32), bf16, fp16 "
-        "(CUDA only, gradient scaler) or fp32; saved resolved (auto replaced by what it chose)")
+    dataset: str = Field(description=f"Dataset: {', '.join(DATASET_NAMES)}, or "
+                         f"{IMAGEFOLDER_PREFIX}PATH (your images, a folder per class); brings "
+                         f"the paper's settings for it, Table 8 (search) or 9 (evaluate) "
+                         f"(default: {DEFAULT_DATASET})")
+    data_dir: str | None = Field(None, json_schema_extra=PATH, description="Where datasets are "
+                                 "found or downloaded (default: $HBA_DATA, else a user cache "
+                                 "dir)")
+    train_size: Integer | None = Field(None, gt=0, description="Training images (default: the "
+                                       "dataset's)")
+    val_size: Integer | None = Field(
+        None, ge=0, description="Images held out of training: the search validates λ on them "
+        "(at least 1); evaluate holds them out unused (default: the dataset's validation set "
+        "for a search; for evaluate, the search's of a reduced dataset, none of a full one)")
+    split_seed: Seed = Field(0, description="Seed of the train/validation split")
+    image_size: Integer | None = Field(
+        None, gt=0, description=f"{IMAGEFOLDER_PREFIX} data only: resize (shorter side) and "
+        "centre-crop every image to N×N (default: the images' own size when they all share one "
+        "square size, else 32)")
+    flip: bool | None = Field(
+        None, description=f"Random horizontal flip in the baseline pipeline; your call for "
+        f"your own data: off where mirror images mean something else (default: the dataset "
+        f"family's: on for {_families(True)}; off for {_families(False)})")
+    model: str = Field(description="Network: for a search, the one the hypernetwork is built "
+                       f"from; for evaluate, the one trained and tested ({choices(MODELS)})")
+    epochs: Integer = Field(gt=0, description="Training epochs (evaluate stretches a schedule "
+                            "linearly to this length)")
+    batch_size: Integer = Field(128, gt=0, description="Batch size of training (and of a "
+                                "search's validation); with several processes, the global one")
+    lr: Real = Field(gt=0, description="SGD learning rate (a search's α, of the hypernetwork)")
+    lr_schedule: LrSchedule = Field("cosine", description="How the learning rate moves: cosine "
+                                    "annealing to 0, ×0.1 at each of lr_milestones (step), or "
+                                    "constant")
+    lr_milestones: list[Milestone] = Field(default_factory=list, description="Epochs at which "
+                                           "a step schedule multiplies the learning rate by "
+                                           "0.1, increasing")
+    momentum: Real = Field(0.9, ge=0, lt=1, description="SGD momentum")
+    nesterov: bool = Field(True, description="Nesterov momentum")
+    weight_decay: Real = Field(ge=0, description="Weight decay (a search's, of the "
+                               "hypernetwork)")
+    device: Device = Field("auto", description="Where to run (auto: CUDA when available, else "
+                           "the CPU; mps: Apple GPUs)")
+    compile: bool = Field(False, description="torch.compile the network: fused kernels, and on "
+                          "CUDA its forward and backward replayed as CUDA graphs (mode "
+                          "reduce-overhead); the first run "
+                          "pays the compilation (~45 s for wrn16_1 on a CPU, then cached), so it "
+                          "pays off on long or repeated runs. Needs a C++ compiler")
+    precision: Precision = Field(
+        "auto", description="Precision of the forward passes: auto is bf16 on GPUs with native "
+        "bf16 (compute capability >= 8.0), fp16 with a gradient scaler on older GPUs such as "
+        "V100 and T4, fp32 on the CPU; fp16 is CUDA only. The run's files record what auto "
+        "resolved to; a resume must match")
 
-    _milestones = field_validator("lr_milestones")(_increasing_milestones)
+    @field_validator("lr_milestones")
+    @classmethod
+    def _increasing_milestones(cls, milestones: list[int]) -> list[int]:
+        if any(b <= a for a, b in itertools.pairwise(milestones)):
+            raise ValueError(f"must increase strictly (the epochs at which the lr drops "
+                             f"tenfold), got {milestones}")
+        return milestones
 
     @model_validator(mode="after")
-    def _check(self) -> "SearchConfig":
+    def _step_needs_milestones(self) -> TrainingConfig:
         if self.lr_schedule == "step" and not self.lr_milestones:
             raise ValueError("lr_schedule 'step' needs lr_milestones")
-        if self.warmup_epochs >= self.epochs:
-            raise ValueError(f"warmup_epochs ({self.warmup_epochs}) must be < epochs ({self.epochs})")
         return self
 
 
-class EvaluateConfig(_Config):
+class SearchConfig(TrainingConfig):
+    """Everything that defines an HBA search (Algorithm 1)."""
+
+    strategy: Strategy = Field(DEFAULT_STRATEGY, description="Weight sharing (paper §3.4): "
+                               "which layers of the network become hyper-layers; the default "
+                               "is the paper's")
+    hyper_lr: Real = Field(gt=0, description="α': Adam learning rate of λ (constant)")
+    sigma: Real = Field(1.0, ge=0, description="Std of the per-example perturbation ε of λ "
+                        "(the default is the paper's)")
+    train_steps: Integer = Field(2, gt=0, description="T_train: hypernetwork steps per round")
+    val_steps: Integer = Field(1, ge=0, description="T_val: λ steps per round")
+    warmup_epochs: Integer = Field(0, ge=0, description="Epochs of hypernetwork steps only, "
+                                   "before λ moves (the paper has none; Self-Tuning Networks' "
+                                   "code uses 5)")
+    val_bn_mode: Literal["train", "eval"] = Field(
+        "train", description="BatchNorm mode on the λ step: train uses the validation batch's "
+        "statistics, eval the running ones; train told good from bad better on digits")
+    hyper_input: HyperInput = Field(
+        "centred", description="What the hyper-layers are fed: centred is λ − λ0 (λ0: the "
+        "starting λ), raw is λ itself (the paper's literal form); the same family of functions")
+    hyper_v_init: Real = Field(0.01, ge=0, description="φV ~ N(0, (hyper_v_init/√|λ|)²) at "
+                               "the start; 0: the hyper-layers start exactly at φ0 and learn "
+                               "from the perturbed training examples which way λ matters")
+    init: str | None = Field(None, json_schema_extra=PATH, description="Warm start: a schedule "
+                             "file whose values λ starts from, to continue a search or start "
+                             "from a policy you trust (default: every hyperparameter at "
+                             "0.95·lo + 0.05·hi)")
+    init_epoch: Integer = Field(0, ge=0, description="Which epoch of the init schedule λ "
+                                "starts from (0-based)")
+    seed: Seed = Field(0, description="Seed of initialisation, noise, augmentation and batch "
+                       "order")
+
+    @field_validator("val_size")
+    @classmethod
+    def _validation_images(cls, val_size: int | None) -> int | None:
+        if val_size == 0:
+            raise ValueError("Input should be greater than 0 (the λ steps need validation "
+                             "images)")
+        return val_size
+
+    @model_validator(mode="after")
+    def _warmup_before_the_end(self) -> SearchConfig:
+        if self.warmup_epochs >= self.epochs:
+            raise ValueError(f"warmup_epochs ({self.warmup_epochs}) must be < epochs "
+                             f"({self.epochs})")
+        return self
+
+
+class EvaluateConfig(TrainingConfig):
     """Everything that defines training a target network with a policy."""
 
-    policy: str = Field(description="schedule file, or none/cutout/autoaugment/randaugment/trivialaugment")
-    dataset: str
-    data_dir: str | None = None
-    train_size: Integer | None = Field(None, gt=0)
-    val_size: Integer | None = Field(None, ge=0)
-    split_seed: Seed = 0
-    model: str
-    epochs: Integer = Field(gt=0)
-    batch_size: Integer = Field(128, gt=0)
-    lr: Real = Field(gt=0)
-    lr_schedule: LrSchedule = "cosine"
-    lr_milestones: list[Milestone] = Field(default_factory=list)
-    momentum: Real = Field(0.9, ge=0, lt=1)
-    nesterov: bool = True
-    weight_decay: Real = Field(ge=0)
+    policy: str = Field(description=f"A schedule file, or a baseline: {choices(BASELINES)}")
     seeds: list[Seed] = Field(default_factory=lambda: [0], min_length=1,
-                              description="one trained model each; no seed twice")
-    flip: bool | None = Field(None, description=FLIP_HELP)
-    image_size: Integer | None = Field(None, gt=0, description=IMAGE_SIZE_HELP)
-    replay: ReplayMode = Field("batched", description="how a schedule is applied: batched on "
+                              description="Seeds, one trained model each, no seed twice; the "
+                              "results report mean ± std")
+    replay: ReplayMode = Field("batched", description="How a schedule is applied: batched on "
                                "the device, or per-image in DataLoader workers (for comparison)")
     workers: Integer | None = Field(None, ge=0, description="DataLoader workers per process for "
-                                    "per-image policies (None: up to 8, by the CPUs)")
-    eval_every: Integer = Field(0, ge=0, description="test the network every N epochs into "
-                                "epochs.csv (0: only at the end, as the paper)")
-    init_weights: str | None = Field(None, description="state dict to start the network from "
-                                     "(e.g. a search's network.pt) instead of a random init")
-    device: Device = "auto"
-    compile: bool = Field(False, description=COMPILE_HELP)
-    precision: Literal["auto", "bf16", "fp16", "fp32"] = Field(
-        "auto", description="forward passes in: auto (CUDA: bf16 on GPUs with native bf16, "
-        "compute capability >= 8.0, else fp16 with a gradient scaler; CPU: fp32), bf16, fp16 "
-        "(CUDA only, gradient scaler) or fp32; saved resolved (auto replaced by what it chose)")
-
-    _milestones = field_validator("lr_milestones")(_increasing_milestones)
+                                    "per-image policies (default: up to 8, by the CPUs)")
+    eval_every: Integer = Field(0, ge=0, description="Also test the network every N epochs, "
+                                "into epochs.csv (0: only at the end, as the paper)")
+    init_weights: str | None = Field(None, json_schema_extra=PATH, description="A state dict "
+                                     "to start the network from, e.g. a search's network.pt "
+                                     "(same model) (default: a random init)")
 
     @field_validator("seeds")
     @classmethod
@@ -171,14 +232,8 @@ class EvaluateConfig(_Config):
                              f"the mean ± std needs distinct ones)")
         return seeds
 
-    @model_validator(mode="after")
-    def _check(self) -> "EvaluateConfig":
-        if self.lr_schedule == "step" and not self.lr_milestones:
-            raise ValueError("lr_schedule 'step' needs lr_milestones")
-        return self
 
-
-def lr_factor(step: int, cfg: SearchConfig | EvaluateConfig, steps_per_epoch: int) -> float:
+def lr_factor(step: int, cfg: TrainingConfig, steps_per_epoch: int) -> float:
     """Multiplier of the learning rate after ``step`` optimiser steps (it moves every step)."""
     if cfg.lr_schedule == "cosine":
         total = cfg.epochs * steps_per_epoch
@@ -187,6 +242,12 @@ def lr_factor(step: int, cfg: SearchConfig | EvaluateConfig, steps_per_epoch: in
         epoch = step // steps_per_epoch
         return 0.1 ** sum(1 for m in cfg.lr_milestones if epoch >= m)
     return 1.0
+
+
+# The fields some preset sets: their help names the preset as where the default comes from.
+SEARCH_PRESET_FIELDS = frozenset(name for entry in DATASETS.values() for name in entry.search)
+EVALUATE_PRESET_FIELDS = frozenset({"model"}.union(*EVALUATION_RECIPES.values(),
+                                                    EVALUATION_FALLBACK))
 
 
 def search_preset(dataset: str) -> dict[str, Any]:
@@ -313,7 +374,7 @@ def effective_sizes(config: dict[str, Any]) -> dict[str, Any]:
         return config
     defaults = default_sizes(dataset, "evaluate" if "policy" in config else "search")
     effective = dict(config)
-    for field, default in zip(("train_size", "val_size"), defaults):
+    for field, default in zip(("train_size", "val_size"), defaults, strict=True):
         if field in effective and effective[field] is None and default is not None:
             effective[field] = default
     return effective

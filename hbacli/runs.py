@@ -13,8 +13,8 @@
 - ``release(failed)``: drops the lock; after a failed start (no checkpoint written yet) removes
   the folders this command created for the run directory (``runs/`` too, if it made it), so no
   empty folder is left behind.
-- ``hold()``: the three around a block, with every ``OSError`` turned into one ``HbaError`` line
-  naming the file.
+- ``working(ranks)``: acquire and release around a block (rank 0 alone under torchrun), with
+  every ``OSError`` turned into one ``HbaError`` line naming the file.
 
 The lock protects a run directory against a second hba command using it at the same time; it
 does not protect ``--out`` (two runs may name the same output file: the last one wins, whole).
@@ -26,11 +26,15 @@ import contextlib
 import fnmatch
 import os
 import socket
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
+from typing import TYPE_CHECKING
 
 from .errors import HbaError
 from .files import outermost_missing, remove_created
+
+if TYPE_CHECKING:   # distributed imports torch; the guard itself does not need it
+    from .distributed import Ranks
 
 LOCK_NAME = ".lock"
 NAME_MAX_FALLBACK = 255
@@ -215,14 +219,19 @@ class RunFiles:
             remove_created(self._created)   # only what this command made (runs/ included)
 
     @contextlib.contextmanager
-    def hold(self) -> Iterator["RunFiles"]:
-        """check, acquire, run the block, release; OSErrors become one line naming the file."""
-        self.check()
-        self.acquire()
+    def working(self, ranks: Ranks | None = None) -> Iterator[RunFiles]:
+        """acquire, run the block, release, with OSErrors as one line naming the file; after
+        ``check()`` and whatever preparation may still fail without leaving a trace. Under
+        torchrun rank 0 alone touches the files; the others wait for its lock."""
+        if ranks is None:
+            self.acquire()
+        else:
+            ranks.from_main(self.acquire)
         failed = True
         try:
             with file_errors_explained():
                 yield self
             failed = False
         finally:
-            self.release(failed)
+            if ranks is None or ranks.is_main:
+                self.release(failed)

@@ -1,467 +1,81 @@
-"""The HBA search engine: Algorithm 1 of the paper, resumable, with a per-epoch schedule.
+"""`hba search`: run the search engine (``search_engine.py``) over a run directory, resumably.
 
-One *round* is T_train hypernetwork steps followed by T_val λ steps. An *epoch* is one pass
-over the training loader, i.e. ``len(train_loader) // T_train`` rounds (batches left over by
-that division are skipped, as ``drop_last`` skips a partial batch). Validation batches cycle
-through their own loader.
-
-Hypernetwork step (Eq. 13): each example i of a training batch gets its own λ_i = λ + ε_i,
-ε_i ~ N(0, σ²) fresh every step; the example is augmented with A(x_i; λ_i), passed through the
-baseline pipeline, and through the hypernetwork at λ_i; SGD (momentum, nesterov, weight
-decay) updates φ only.
-
-λ step (Eq. 11): an unaugmented validation batch, the hypernetwork at the unperturbed λ,
-Adam (constant learning rate α') on λ only. λ's gradient comes only through the hyper-layers:
-the augmentation is not differentiated.
-
-What the hyper-layers are fed (``hyper_input``): ``centred`` (default) feeds λ − λ0, λ0 the
-search's starting λ; ``raw`` feeds λ as the paper writes it. Both are the paper's function
-family, φ0 + diag(φV(λ − λ0))φU = [φ0 − diag(φV λ0)φU] + diag(φV λ)φU; only the optimisation
-geometry differs (see ``SearchEngine.hyper_input``). Measured on digits (benchmarks/quality.py,
-3 seeds, README "Does the search work?"): raw makes every coordinate rise together (mean
-probability 0.05 → 0.11); centred moves them both ways (0.05 → 0.057).
-
-BatchNorm on the λ step (``val_bn_mode``): ``train`` (default) normalises the validation batch
-with its own statistics; ``eval`` uses the running statistics gathered on augmented training
-batches. Self-Tuning Networks' ``eval()`` is no guide here: its networks have no BatchNorm.
-Measured with centred input on digits (harmful-op check of benchmarks/quality.py, 8 epochs,
-seeds 0–2): ``train`` pushed the destructive op down in 5 of 6 copies, ``eval`` in 2 of 6; the
-searched schedules' test error was 1.76 against 2.02 (3 seeds; ``none``: 1.26). φV starts at
-N(0, 0.01²) (``hyper_v_init``): 0 gave no clearer signal.
-
-Choices the paper leaves open, with their defaults: ``warmup_epochs=0`` (STN warms up with
-hypernetwork steps only; the paper does not; 2 or 4 warm-up epochs did not help the
-harmful-op check); during warm-up the validation batches are still evaluated (no step) so the
-log shows comparable losses.
+Run directory: ``config.json`` (the resolved config), and after every epoch ``schedule.json``
+(the schedule so far), ``log.csv`` (one row per epoch) and ``checkpoint.pt`` (the engine's
+state, the schedule's entries and the log, all a resume needs); at the end ``network.pt`` (the
+state dict of ``--model`` at the final λ). The files go through the scaffold shared with
+``hba evaluate`` (``runs.RunFiles``, ``run_scaffold``): checked before any work, locked while
+the search runs, written in the background (checkpoint last).
 
 Schedule: entry e is the λ in effect during epoch e, recorded at its start; entry 0 is the
 starting policy (the default's, or ``init``'s: a warm start from a schedule's epoch).
 
-Reproducibility: the batch order of epoch e is a function of (seed, e) only
-(``DeviceLoader.set_epoch``); the noise/augmentation generator, torch's global generators,
-both optimisers, their gradient scalers (fp16) and the LR scheduler are checkpointed after every
-epoch. A resumed run therefore repeats the uninterrupted run exactly (on CPU; CUDA kernels may
-be nondeterministic).
+Resume: the checkpoint must have been made with the same settings (``RESUME_IGNORED_FIELDS``
+may change), on the same kind of device, by as many processes. The precision is resolved
+first (``auto`` becomes what the device runs) and recorded in config.json, the checkpoint and
+the schedule's provenance (``config.precision``), so a resume on another kind of GPU must match.
 
-Precision (``--precision``, ``runtime.resolve_precision``): ``auto`` is bf16 autocast on GPUs
-with native bf16 (compute capability ≥ 8.0), fp16 autocast on older GPUs, fp32 on the CPU. Under
-fp16 each optimiser has its own GradScaler (``sgd_scaler`` for φ, ``adam_scaler`` for λ): the
-two steps back-propagate different losses into different parameters (the training loss into φ;
-the validation loss, through the hyper-layers only, into λ's 54 entries), so each keeps the
-scale its own gradients allow, and an overflow in one step neither skips nor shrinks the
-other's (one shared scaler, updated after each step, would be correct too, but tuned to
-both). The resolved precision is what config.json, the checkpoint and the schedule's provenance
-(``config.precision``) record; a resume must match it.
-
-Performance: data are resident on the device as uint8, augmentation is batched, the forward
-pass runs under autocast (above) with channels_last on CUDA, and losses/accuracies accumulate in
-device tensors that are read once per epoch — no host-device synchronisation inside a step
-(under fp16 the GradScaler reads its inf check back once per optimiser step).
-Checkpoints are serialised on the main thread and written (fsync included) on a background
-thread, so a fast GPU does not wait on the disk. CPU threads are the caller's
-(``hba search`` uses one: ``runtime.use_cpu_threads``).
-
-Data parallel (torchrun). Under ``torchrun --nproc_per_node=N`` each process holds a replica of
-the hypernetwork and the same λ. Every rank iterates the same global batch order (the loaders'
-seeds do not depend on the rank) and takes its contiguous 1/N share of each global training and
-validation batch, so a global step sees the same images as one process would (``batch_size``
-is the global batch; one not divisible by N is refused). The φ step runs through
-DistributedDataParallel (gradients averaged over ranks). The λ step calls the bare hypernetwork
-(φ is frozen there, and DDP's reducer must not wait for φ's gradients), then averages λ's
-gradient over the ranks (equal shares, equal weights) before Adam's step, so every rank holds
-the same λ and the same Adam state. ε, the policy's and the baseline pipeline's randomness
-(and torch's global generator) come from per-rank streams seeded by (seed, rank). The epoch's
-loss and accuracy sums are all-reduced at the epoch's one synchronisation. BatchNorm normalises
-with each rank's share (per-rank batch statistics; running statistics are rank 0's, broadcast
-by DDP), and the noise draws differ from a one-process run's: the schedule therefore matches
-the one-process run with the same global batch closely, not exactly (entry 0 is identical).
-Rank 0 alone checks, locks and writes the run directory and prints; it reads the checkpoint and
-passes it on, every rank loading it; the checkpoint holds every rank's random state, so a
-resume needs the same number of processes. ``--compile`` compiles the DDP wrapper (DDP first,
-as ``distributed.wrap_for_training`` orders it); the λ step then runs eagerly.
+Under torchrun rank 0 alone checks, locks and writes the run directory and prints; it reads the
+checkpoint and passes it on, every rank loading it. The checkpoint holds every rank's random
+state, so a resume needs the same number of processes.
 """
 
 from __future__ import annotations
 
-import contextlib
 import math
 import time
-from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import asdict, dataclass, field, fields
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any
 
 import numpy as np
 import torch
-import torch.nn.functional as F
-from rich.console import Console
-from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn,
-                           TimeElapsedColumn, TimeRemainingColumn)
 
-from . import space
-from .data import BaselinePipeline, ImageSplits, load_dataset, make_loader
-from .distributed import Ranks, shard_size, start_processes, wrap_for_training
-from .errors import HbaError
-from .checkpoint import checkpoint_bytes, network_bytes, read_checkpoint
-from .seeds import Stream, derive_seed
-from .runs import RunFiles, file_errors_explained
-from .files import atomic_write_bytes, atomic_write_json, atomic_write_text, dataclass_csv_text
-from .hyper import to_hypernetwork
 from .catalogue import MODELS, choices
-from .nets import build_model
-from .policy import augment_batch, default_kernels, physical_from_lambda
-from .presets import SearchConfig, lr_factor
-from .runtime import (COMPILING_NOTE, compile_network, device_description, memory_format,
-                      package_versions, resolve_precision, seed_everything)
-from .schedule import Provenance, Schedule, save_schedule
+from .checkpoint import SETTINGS_WITHOUT_EFFECT, CheckpointFormat, network_bytes
+from .datasets import ImageSplits, load_dataset
+from .distributed import shard_size
+from .errors import HbaError
+from .files import atomic_write_bytes
+from .plots import top_ops
+from .presets import SearchConfig
+from .run_scaffold import (
+    CHECKPOINT_NAME,
+    CONFIG_NAME,
+    EpochLog,
+    RunContext,
+    RunOutput,
+    RunProgress,
+    epoch_line,
+    format_clock,
+    images_per_second,
+    run_context,
+    write_config,
+)
+from .runs import RunFiles
+from .runtime import (
+    COMPILING_NOTE,
+    device_description,
+    package_versions,
+    resolve_precision,
+    seed_everything,
+)
+from .schedule import Provenance, Schedule, save_schedule, schedule_json_text
+from .search_engine import EpochMetrics, SearchEngine, starting_lambda
 
 CHECKPOINT_FORMAT = "hba-search-checkpoint"
 CHECKPOINT_VERSION = 2   # 2: λ0 saved; schedule entry e = λ at the start of epoch e
-CHECKPOINT_NAME = "checkpoint.pt"
 NETWORK_NAME = "network.pt"   # the plain network at the final λ (Algorithm 1's θ̂φ(λ))
 SCHEDULE_NAME = "schedule.json"
-CONFIG_NAME = "config.json"
 LOG_NAME = "log.csv"
 RUN_FILES = (CHECKPOINT_NAME, SCHEDULE_NAME, CONFIG_NAME, LOG_NAME, NETWORK_NAME)
 TOP_OPS_SHOWN = 3
-# Settings that do not change the computation: a run may be resumed with them changed.
-RESUME_IGNORED_FIELDS = frozenset({"device", "data_dir", "compile"})
+RESUME_IGNORED_FIELDS = SETTINGS_WITHOUT_EFFECT
+CHECKPOINT = CheckpointFormat(CHECKPOINT_FORMAT, CHECKPOINT_VERSION, "search",
+                              RESUME_IGNORED_FIELDS)
 
-
-# ---------------------------------------------------------------------------------------------
-# Pure helpers: schedule of the learning rate, feasibility, labels
-# ---------------------------------------------------------------------------------------------
-
-def rounds_per_epoch(train_batches: int, val_batches: int, cfg: SearchConfig) -> int:
-    """Rounds in one pass over the training data (``train_batches`` full batches); HbaError
-    when the training or validation data are too small for the batch size."""
-    if train_batches < cfg.train_steps:
-        raise HbaError(
-            f"batch size {cfg.batch_size} is too large for the training data: an epoch needs at "
-            f"least train_steps={cfg.train_steps} full batches, the data give {train_batches} "
-            "(lower --batch-size or raise --train-size)")
-    if cfg.val_steps > 0 and val_batches == 0:
-        raise HbaError(
-            f"batch size {cfg.batch_size} is larger than the validation data "
-            "(lower --batch-size or raise --val-size)")
-    return train_batches // cfg.train_steps
-
-
-# A warm start's values are kept this far inside their ranges (a fraction of the range): a
-# probability of exactly 0 or 1 would put λ at ±∞, where it could never move; at ±6.9 logits
-# Adam (α' = 0.03) brings it back into play within a few hundred λ steps.
-INIT_FRACTION_MARGIN = 1e-3
-
-
-def starting_lambda(cfg: SearchConfig) -> np.ndarray:
-    """λ0, where the search starts: the paper's initial point (every hyperparameter at
-    0.95·lo + 0.05·hi), or epoch ``init_epoch`` of the schedule ``init`` (a warm start)."""
-    if cfg.init is None:
-        return space.initial_lambda()
-    from .schedule import load_schedule
-
-    schedule = load_schedule(cfg.init)
-    if cfg.init_epoch >= schedule.epochs:
-        raise HbaError(f"--init-epoch {cfg.init_epoch} is past the end of {cfg.init} "
-                       f"({schedule.epochs} epochs: 0..{schedule.epochs - 1})")
-    probabilities, magnitudes = schedule.at_epoch(cfg.init_epoch)
-    return space.physical_to_lambda(space.join_physical(probabilities, magnitudes),
-                                    eps=INIT_FRACTION_MARGIN)
-
-
-def top_ops(probabilities: np.ndarray, k: int = TOP_OPS_SHOWN) -> list[tuple[str, float]]:
-    """The k op copies with the largest probability, as (label like 'Rotate#1', p)."""
-    order = np.argsort(-probabilities, kind="stable")[:k]
-    return [(space.OP_COPIES[i].label, float(probabilities[i])) for i in order]
-
-
-# ---------------------------------------------------------------------------------------------
-# The engine: one hypernetwork, one λ, the two optimisers, the steps
-# ---------------------------------------------------------------------------------------------
-
-@dataclass
-class EpochMetrics:
-    train_loss: float
-    val_loss: float        # NaN when the run has no λ steps (val_steps = 0)
-    val_accuracy: float    # fraction in [0, 1]
-    train_images: int
-
-
-class SearchEngine:
-    """Algorithm 1 on one device (one rank of several under torchrun: see the module's
-    docstring). Knows nothing of files, progress or the CLI."""
-
-    def __init__(self, cfg: SearchConfig, splits: ImageSplits, device: torch.device,
-                 ranks: Ranks = Ranks()):
-        self.cfg = cfg
-        self.device = device
-        self.ranks = ranks
-        self.share = shard_size(cfg.batch_size, ranks)   # this rank's images of a global batch
-        self.memory_format = memory_format(device)
-        self.rounds = rounds_per_epoch(len(splits.train_labels) // cfg.batch_size,
-                                       len(splits.val_labels) // cfg.batch_size, cfg)
-        # Both loaders shuffle and drop the last partial batch: every step has one shape.
-        self.train_loader = make_loader(splits, "train", cfg.batch_size, device, shuffle=True,
-                                        drop_last=True, seed=cfg.seed)
-        self.val_loader = make_loader(splits, "val", cfg.batch_size, device, shuffle=True,
-                                      drop_last=True, seed=cfg.seed + 1)
-        self.steps_per_epoch = self.rounds * cfg.train_steps
-        self.pipeline = BaselinePipeline(splits.family, splits.mean, splits.std, cutout=True,
-                                         flip=cfg.flip)
-
-        model = build_model(cfg.model, splits.num_classes)
-        self.hypernet = to_hypernetwork(model, cfg.strategy, space.NUM_HYPERPARAMETERS,
-                                        cfg.hyper_v_init)
-        self.hypernet.to(device=device, memory_format=self.memory_format)
-        if ranks.parallel:
-            # the φ step's module: DDP, then compiled (the λ step calls the bare hypernet)
-            self.train_net = wrap_for_training(self.hypernet, device, ranks, cfg.compile)
-        else:
-            self.train_net = self.hypernet
-            if cfg.compile:
-                compile_network(self.hypernet, device)
-        self.kernels = default_kernels(device, cfg.compile)  # the policy's
-        self._phi = list(self.hypernet.parameters())  # frozen during each λ step
-        # λ0: the search's starting point, and the origin the hyper-layers see λ from.
-        self.lam_origin = torch.tensor(starting_lambda(cfg), dtype=torch.float32, device=device)
-        self.lam = self.lam_origin.clone().requires_grad_(True)
-
-        self.sgd = torch.optim.SGD(self.hypernet.parameters(), lr=cfg.lr, momentum=cfg.momentum,
-                                   nesterov=cfg.nesterov and cfg.momentum > 0,
-                                   weight_decay=cfg.weight_decay)
-        steps_per_epoch = self.steps_per_epoch
-        self.lr_scheduler = torch.optim.lr_scheduler.LambdaLR(
-            self.sgd, lambda step: lr_factor(step, cfg, steps_per_epoch))
-        self.adam = torch.optim.Adam([self.lam], lr=cfg.hyper_lr)
-        # fp16: one GradScaler per optimiser (see the module's docstring); else pass-throughs.
-        self.precision = resolve_precision(cfg.precision, device)
-        self.sgd_scaler = self.precision.grad_scaler()
-        self.adam_scaler = self.precision.grad_scaler()
-        # One generator drives ε, the policy's randomness and the baseline pipeline's.
-        self.generator = torch.Generator(device=device)
-        self.generator.manual_seed(self._rank_seed(Stream.NOISE))
-        if ranks.parallel:   # after the model is built: every rank starts from the same φ
-            torch.manual_seed(self._rank_seed(Stream.GLOBAL))
-        self._reset_sums()
-
-    def _rank_seed(self, stream: int) -> int:
-        """The seed itself in one process; under torchrun a stream of (seed, rank)."""
-        if not self.ranks.parallel:
-            return self.cfg.seed
-        return derive_seed(self.cfg.seed, self.ranks.rank, stream)
-
-    def _share(self, images: torch.Tensor, labels: torch.Tensor
-               ) -> tuple[torch.Tensor, torch.Tensor]:
-        """This rank's contiguous share of a global batch (the whole batch in one process)."""
-        if not self.ranks.parallel:
-            return images, labels
-        start = self.ranks.rank * self.share
-        return images[start:start + self.share], labels[start:start + self.share]
-
-    # -- the two steps ----------------------------------------------------------------------
-
-    def hyper_input(self, lam: torch.Tensor) -> torch.Tensor:
-        """What the hyper-layers are fed for λ: λ − λ0 (``centred``) or λ (``raw``).
-
-        The family of functions is the same: φ0 + diag(φV(λ − λ0))φU = [φ0 − diag(φV λ0)φU] +
-        diag(φV λ)φU. Only the geometry of the optimisation differs. Fed raw logits (all ≈
-        −2.94 at the start), φV learns a large component along the all-ones direction, the
-        mean of λ becomes a global knob on the hyper-BN's γ and β, and the λ gradient then
-        moves all 54 coordinates together (measured on digits: cosine −0.84 to −0.90 with the
-        all-ones vector, every probability rising, a destructive op included). Centred, the
-        hyper-layers start exactly at φ0 for the unperturbed λ and learn only from how the
-        examples' λ_i differ from it.
-        """
-        return lam - self.lam_origin if self.cfg.hyper_input == "centred" else lam
-
-    def train_step(self, images: torch.Tensor, labels: torch.Tensor) -> None:
-        """Eq. 13: SGD on φ with per-example λ_i = λ + ε_i driving augmentation and network."""
-        images, labels = self._share(images, labels)
-        noise = torch.randn(images.shape[0], space.NUM_HYPERPARAMETERS, device=self.device,
-                            generator=self.generator)
-        lam_i = self.lam.detach() + self.cfg.sigma * noise
-        probabilities, magnitudes = physical_from_lambda(lam_i)
-        x = augment_batch(images, probabilities, magnitudes, generator=self.generator,
-                          kernels=self.kernels)
-        x = self.pipeline.train(x, generator=self.generator)
-        x = x.contiguous(memory_format=self.memory_format)
-        self.train_net.train()
-        with self.precision.autocast():
-            loss = F.cross_entropy(self.train_net(x, self.hyper_input(lam_i)), labels)
-        self.sgd.zero_grad(set_to_none=True)
-        self.sgd_scaler.scale(loss).backward()
-        self.sgd_scaler.step(self.sgd)   # skipped (fp16) when a gradient overflowed
-        self.sgd_scaler.update()
-        self.lr_scheduler.step()
-        self._train_loss_sum += loss.detach() * labels.shape[0]
-        self._train_count += labels.shape[0]
-
-    def hyper_step(self, images: torch.Tensor, labels: torch.Tensor, update: bool = True) -> None:
-        """Eq. 11: Adam on λ from an unaugmented validation batch at the unperturbed λ."""
-        images, labels = self._share(images, labels)
-        x = self.pipeline.eval(images).contiguous(memory_format=self.memory_format)
-        self.hypernet.train(self.cfg.val_bn_mode == "train")
-        # φ frozen: a compiled network then traces a backward for λ alone (on 2 CPU cores,
-        # wrn16_1: 111 → 78 ms per λ step; eager autograd skips φ's gradients anyway)
-        with self._phi_frozen():
-            with torch.set_grad_enabled(update), self.precision.autocast():
-                logits = self.hypernet(x, self.hyper_input(self.lam))
-                loss = F.cross_entropy(logits, labels)
-            if update:
-                self.adam.zero_grad(set_to_none=True)
-                # φ gets no gradient from validation data
-                self.adam_scaler.scale(loss).backward(inputs=[self.lam])
-                if self.ranks.parallel:   # every rank steps with the mean: λ stays identical
-                    self.ranks.sum(self.lam.grad).div_(self.ranks.world_size)
-                self.adam_scaler.step(self.adam)
-                self.adam_scaler.update()
-        self.hypernet.train()
-        self._val_loss_sum += loss.detach() * labels.shape[0]
-        self._val_correct += (logits.detach().argmax(dim=1) == labels).sum()
-        self._val_count += labels.shape[0]
-
-    @contextlib.contextmanager
-    def _phi_frozen(self):
-        for parameter in self._phi:
-            parameter.requires_grad_(False)
-        try:
-            yield
-        finally:
-            for parameter in self._phi:
-                parameter.requires_grad_(True)
-
-    @torch.no_grad()
-    def validation_loss(self, lam: torch.Tensor) -> float:
-        """Mean loss of the hypernetwork at ``lam`` over the validation set (λ-step BN mode;
-        this process's whole set, not a share)."""
-        self.val_loader.set_epoch(0)
-        self.hypernet.train(self.cfg.val_bn_mode == "train")
-        total, count = torch.zeros((), device=self.device), 0
-        for images, labels in self.val_loader:
-            x = self.pipeline.eval(images).contiguous(memory_format=self.memory_format)
-            with self.precision.autocast():
-                total += F.cross_entropy(self.hypernet(x, self.hyper_input(lam)), labels,
-                                         reduction="sum")
-            count += labels.shape[0]
-        self.hypernet.train()
-        return float(total) / count
-
-    # -- one epoch ----------------------------------------------------------------------------
-
-    def run_epoch(self, epoch: int, on_round: Callable[[], None] | None = None) -> EpochMetrics:
-        """Epoch ``epoch`` (0-based): its rounds, then one read of the accumulated metrics."""
-        cfg = self.cfg
-        update_lambda = epoch >= cfg.warmup_epochs
-        self.train_loader.set_epoch(epoch)
-        train_batches = iter(self.train_loader)
-        val_batches = self._validation_batches(epoch)
-        self._reset_sums()
-        for _ in range(self.rounds):
-            for _ in range(cfg.train_steps):
-                self.train_step(*next(train_batches))
-            for _ in range(cfg.val_steps):
-                self.hyper_step(*next(val_batches), update=update_lambda)
-            if on_round is not None:
-                on_round()
-        return self._read_sums()
-
-    def _validation_batches(self, epoch: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-        """Validation batches of epoch ``epoch``, cycling; order a function of (seed, epoch)."""
-        needed = self.rounds * self.cfg.val_steps
-        passes = max(1, math.ceil(needed / max(1, len(self.val_loader))))
-        for k in range(passes):
-            self.val_loader.set_epoch(epoch * passes + k)
-            yield from self.val_loader
-
-    def _reset_sums(self) -> None:
-        zero = lambda: torch.zeros((), device=self.device)  # noqa: E731
-        self._train_loss_sum, self._val_loss_sum, self._val_correct = zero(), zero(), zero()
-        self._train_count = self._val_count = 0
-
-    def _read_sums(self) -> EpochMetrics:
-        # The one host-device synchronisation of the epoch (and, under torchrun, the one
-        # all-reduce of the metrics: every rank saw an equal share, so counts scale by N).
-        sums = self.ranks.sum(torch.stack([self._train_loss_sum, self._val_loss_sum,
-                                           self._val_correct])).tolist()
-        train_count = self._train_count * self.ranks.world_size
-        val = self._val_count * self.ranks.world_size or math.nan
-        return EpochMetrics(train_loss=sums[0] / max(1, train_count),
-                            val_loss=sums[1] / val, val_accuracy=sums[2] / val,
-                            train_images=train_count)
-
-    # -- λ as the schedule sees it ------------------------------------------------------------
-
-    def plain_network(self) -> torch.nn.Module:
-        """θ̂φ(λ) as a plain ``cfg.model``: every hyper-layer fixed at the current λ (fed as the
-        hyper-layers see it, λ − λ0 when centred), in eval mode."""
-        self.hypernet.eval()
-        try:
-            return self.hypernet.to_plain(self.hyper_input(self.lam.detach()))
-        finally:
-            self.hypernet.train()
-
-    def physical(self) -> tuple[np.ndarray, np.ndarray]:
-        """Current λ as physical probabilities (30,) and magnitudes (30,), NaN for prob-only."""
-        values = space.lambda_to_physical(self.lam.detach().cpu().double().numpy())
-        return space.split_physical(values)
-
-    @property
-    def lr(self) -> float:
-        return self.sgd.param_groups[0]["lr"]
-
-    # -- checkpoint state ---------------------------------------------------------------------
-
-    def state_dict(self) -> dict[str, Any]:
-        cuda = self.device.type == "cuda"
-        return {
-            "hypernetwork": self.hypernet.state_dict(),
-            "lam": self.lam.detach(),
-            "lam_origin": self.lam_origin,
-            "sgd": self.sgd.state_dict(),
-            "adam": self.adam.state_dict(),
-            "lr_scheduler": self.lr_scheduler.state_dict(),
-            # empty dicts unless fp16 (a disabled scaler has no state)
-            "grad_scalers": {"sgd": self.sgd_scaler.state_dict(),
-                             "adam": self.adam_scaler.state_dict()},
-            "rng": self._rng_state(cuda),
-        }
-
-    def _rng_state(self, cuda: bool) -> dict[str, Any]:
-        return {"torch_cpu": torch.get_rng_state(),
-                "torch_cuda": torch.cuda.get_rng_state_all() if cuda else [],
-                "generator": self.generator.get_state()}
-
-    def checkpoint_state(self) -> dict[str, Any]:
-        """``state_dict()``, and under torchrun every rank's random state (``rank_rng``, in rank
-        order; ``rng`` stays rank 0's). Collective: every rank calls it."""
-        state = self.state_dict()
-        if self.ranks.parallel:
-            gathered: list[Any] = [None] * self.ranks.world_size
-            torch.distributed.all_gather_object(gathered, state["rng"])
-            state["rank_rng"] = gathered
-        return state
-
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        self.hypernet.load_state_dict(state["hypernetwork"])
-        with torch.no_grad():
-            self.lam.copy_(state["lam"])
-            self.lam_origin.copy_(state["lam_origin"])
-        self.sgd.load_state_dict(state["sgd"])
-        self.adam.load_state_dict(state["adam"])
-        self.lr_scheduler.load_state_dict(state["lr_scheduler"])
-        self.sgd_scaler.load_state_dict(state["grad_scalers"]["sgd"])
-        self.adam_scaler.load_state_dict(state["grad_scalers"]["adam"])
-        rng = state["rank_rng"][self.ranks.rank] if "rank_rng" in state else state["rng"]
-        torch.set_rng_state(rng["torch_cpu"])
-        if rng["torch_cuda"]:
-            torch.cuda.set_rng_state_all(rng["torch_cuda"])
-        self.generator.set_state(rng["generator"])
-
-
-# ---------------------------------------------------------------------------------------------
-# The run: files in the run directory, resume, progress, provenance
-# ---------------------------------------------------------------------------------------------
 
 @dataclass
 class EpochRecord:
@@ -469,7 +83,7 @@ class EpochRecord:
 
     epoch: int                 # 1-based
     train_loss: float
-    val_loss: float
+    val_loss: float            # NaN when the run has no λ steps (val_steps = 0)
     val_accuracy: float
     epoch_seconds: float       # wall time of this epoch's steps
     images_per_second: float   # training images per second of wall time in this epoch
@@ -478,9 +92,16 @@ class EpochRecord:
     eta_seconds: float
     top_ops: str               # e.g. "Rotate#1:0.091 Cutout#0:0.082 Invert#1:0.071"
 
+    def line(self, epochs: int) -> str:
+        val = ("val -" if math.isnan(self.val_loss) else
+               f"val {self.val_loss:.3f}  acc {100 * self.val_accuracy:5.1f}%")
+        return epoch_line(self.epoch, epochs, f"train {self.train_loss:.3f}", val,
+                          images_per_second(self.images_per_second),
+                          f"{format_clock(self.elapsed_seconds)} elapsed, "
+                          f"ETA {format_clock(self.eta_seconds)}", f"top: {self.top_ops}")
 
-LOG_FIELDS = tuple(f.name for f in fields(EpochRecord))
 
+LOG_FIELDS = EpochLog(Path(LOG_NAME), EpochRecord).fields
 
 
 @dataclass
@@ -493,49 +114,26 @@ class RunState:
     records: list[EpochRecord] = field(default_factory=list)
     elapsed_seconds: float = 0.0
 
+    @classmethod
+    def from_checkpoint(cls, payload: dict[str, Any]) -> RunState:
+        return cls(epochs_done=payload["epochs_done"],
+                   probabilities=payload["probabilities"].tolist(),
+                   magnitudes=payload["magnitudes"].tolist(),
+                   records=[EpochRecord(**r) for r in payload["records"]],
+                   elapsed_seconds=payload["elapsed_seconds"])
 
-class BackgroundWriter:
-    """Writes files in order on one thread; at most one batch of writes is pending."""
-
-    def __init__(self) -> None:
-        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="hba-writer")
-        self._pending: Future | None = None
-
-    def submit(self, writes: list[Callable[[], None]]) -> None:
-        self.wait()
-        self._pending = self._pool.submit(lambda: [write() for write in writes])
-
-    def wait(self) -> None:
-        if self._pending is not None:
-            pending, self._pending = self._pending, None
-            pending.result()  # re-raises a failed write here, on the main thread
-
-    def close(self) -> None:
-        try:
-            self.wait()
-        finally:
-            self._pool.shutdown(wait=True)
+    def checkpoint_payload(self) -> dict[str, Any]:
+        return dict(epochs_done=self.epochs_done,
+                    probabilities=torch.tensor(self.probabilities, dtype=torch.float64),
+                    magnitudes=torch.tensor(self.magnitudes, dtype=torch.float64),
+                    records=[asdict(r) for r in self.records],
+                    elapsed_seconds=self.elapsed_seconds)
 
 
-def _checkpoint_bytes(cfg: SearchConfig, device: torch.device, engine_state: dict[str, Any],
-                      state: RunState, world_size: int) -> bytes:
-    return checkpoint_bytes(
-        CHECKPOINT_FORMAT, CHECKPOINT_VERSION, cfg.model_dump(mode="json"),
-        device_type=device.type,
-        world_size=world_size,   # processes under torchrun (1: none); absent before: 1
-        engine=engine_state,
-        epochs_done=state.epochs_done,
-        probabilities=torch.tensor(state.probabilities, dtype=torch.float64),
-        magnitudes=torch.tensor(state.magnitudes, dtype=torch.float64),
-        records=[asdict(r) for r in state.records],
-        elapsed_seconds=state.elapsed_seconds,
-    )
-
-
-def _read_checkpoint(path: Path, cfg: SearchConfig, device: torch.device,
-                     world_size: int = 1) -> dict[str, Any]:
-    payload = read_checkpoint(path, CHECKPOINT_FORMAT, CHECKPOINT_VERSION,
-                              cfg.model_dump(mode="json"), RESUME_IGNORED_FIELDS, "search")
+def read_search_checkpoint(path: Path, cfg: SearchConfig, device: torch.device,
+                           world_size: int = 1) -> dict[str, Any]:
+    """The checkpoint at ``path`` if this search may resume it; else HbaError (one line)."""
+    payload = CHECKPOINT.read(path, cfg.model_dump(mode="json"))
     if payload["device_type"] != device.type:
         raise HbaError(f"cannot resume on {device.type}: the checkpoint in {path.parent} was "
                        f"made on {payload['device_type']} (use --device {payload['device_type']})")
@@ -548,127 +146,97 @@ def _read_checkpoint(path: Path, cfg: SearchConfig, device: torch.device,
     return payload
 
 
-def _run_state_from(payload: dict[str, Any]) -> RunState:
-    return RunState(epochs_done=payload["epochs_done"],
-                    probabilities=payload["probabilities"].tolist(),
-                    magnitudes=payload["magnitudes"].tolist(),
-                    records=[EpochRecord(**r) for r in payload["records"]],
-                    elapsed_seconds=payload["elapsed_seconds"])
-
-
-def _schedule(cfg: SearchConfig, splits: ImageSplits, device: torch.device, state: RunState,
-              command_line: str | None, world_size: int = 1) -> Schedule:
-    described = device_description(device)
-    if world_size > 1:
-        described += f" × {world_size} processes (torchrun)"
-    provenance = Provenance(
-        dataset=cfg.dataset, train_size=int(splits.train_labels.shape[0]),
-        val_size=int(splits.val_labels.shape[0]), image_size=splits.image_size,
-        model=cfg.model, strategy=cfg.strategy,
-        seed=cfg.seed, epochs=state.epochs_done, search_seconds=round(state.elapsed_seconds, 3),
-        device=described, versions=package_versions(), command=command_line,
-        config=cfg.model_dump(mode="json"), created=datetime.now(timezone.utc),
-    )
-    return Schedule.from_arrays(np.array(state.probabilities), np.array(state.magnitudes),
-                                provenance=provenance)
-
-
-def _format_duration(seconds: float) -> str:
-    if not math.isfinite(seconds):
-        return "-"
-    seconds = int(round(seconds))
-    hours, rest = divmod(seconds, 3600)
-    return f"{hours}:{rest // 60:02d}:{rest % 60:02d}" if hours else f"{rest // 60}:{rest % 60:02d}"
-
-
-def epoch_line(record: EpochRecord, epochs: int) -> str:
-    val = ("val -" if math.isnan(record.val_loss) else
-           f"val {record.val_loss:.3f}  acc {100 * record.val_accuracy:5.1f}%")
-    return (f"epoch {record.epoch:>{len(str(epochs))}}/{epochs}  train {record.train_loss:.3f}  "
-            f"{val}  {record.images_per_second:,.0f} img/s  "
-            f"{_format_duration(record.elapsed_seconds)} elapsed, "
-            f"ETA {_format_duration(record.eta_seconds)}  top: {record.top_ops}")
-
-
-class SearchProgress:
-    """Two rich progress bars (overall, this epoch) and a line per epoch; silent if disabled."""
-
-    def __init__(self, enabled: bool, epochs: int, first_epoch: int, rounds: int):
-        self.enabled = enabled
-        self.console = Console(highlight=False)
-        self.epochs = epochs
-        self._progress = Progress(
-            TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-            TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn(),
-            # Without a terminal (CI, pipes) the per-epoch lines are the whole report.
-            console=self.console, disable=not (enabled and self.console.is_terminal),
-            transient=True)
-        self._overall = self._progress.add_task("search", total=epochs, completed=first_epoch)
-        self._epoch = self._progress.add_task("epoch", total=rounds)
-
-    def __enter__(self) -> "SearchProgress":
-        self._progress.start()
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self._progress.stop()
-
-    def start_epoch(self, epoch: int) -> None:
-        self._progress.reset(self._epoch, description=f"epoch {epoch + 1}/{self.epochs}")
-
-    def advance_round(self) -> None:
-        self._progress.advance(self._epoch)
-
-    def end_epoch(self, record: EpochRecord) -> None:
-        self._progress.advance(self._overall)
-        self.print(epoch_line(record, self.epochs))
-
-    def print(self, text: str) -> None:
-        if self.enabled:
-            self.console.print(text, soft_wrap=True)
-
-
 class SearchRun:
-    """One session of a search: the engine, what finished epochs left, and the run directory."""
+    """One session of one search: its settings and context, its files; then the engine and
+    what the finished epochs left (``RunState``)."""
 
-    def __init__(self, cfg: SearchConfig, splits: ImageSplits, device: torch.device,
-                 run_dir: Path, command_line: str | None, payload: dict[str, Any] | None,
-                 session_start: float, ranks: Ranks = Ranks()):
-        self.cfg, self.splits, self.device, self.ranks = cfg, splits, device, ranks
-        self.run_dir, self.command_line = run_dir, command_line
-        self.engine = SearchEngine(cfg, splits, device, ranks)
+    def __init__(self, cfg: SearchConfig, context: RunContext):
+        self.cfg, self.context = cfg, context
+        self.out, self.run_dir = context.out, context.run_dir
+        self.ranks, self.device = context.ranks, context.device
+        self.files = RunFiles(self.run_dir, self.out, checkpoints=CHECKPOINT_NAME,
+                              reserved=RUN_FILES, resume=context.resume, what="search")
+        self.log = EpochLog(self.run_dir / LOG_NAME, EpochRecord)
         self.state = RunState()
-        if payload is not None:
-            self.engine.load_state_dict(payload["engine"])
-            self.state = _run_state_from(payload)
-        self._session_start = session_start                 # time.perf_counter() at start
-        self._elapsed_before = self.state.elapsed_seconds   # earlier sessions of this run
+        self._elapsed_before = 0.0                         # earlier sessions of this run
         self._epoch_seconds: list[float] = []
 
-    def elapsed(self) -> float:
-        return self._elapsed_before + time.perf_counter() - self._session_start
+    # -- the session --------------------------------------------------------------------------
 
-    def run_epochs(self, bar: SearchProgress,
-                   on_epoch_end: Callable[[EpochRecord], None] | None) -> None:
-        writer = BackgroundWriter()
-        try:
-            for epoch in range(self.state.epochs_done, self.cfg.epochs):
-                bar.start_epoch(epoch)
-                in_effect = self.engine.physical()   # entry `epoch` of the schedule
-                started = time.perf_counter()
-                metrics = self.engine.run_epoch(epoch, on_round=bar.advance_round)
-                self._check_finite(epoch, metrics)
-                self._epoch_seconds.append(time.perf_counter() - started)
-                record = self._finish_epoch(epoch, metrics, in_effect)
-                files = self._epoch_files()   # on every rank (collective); rank 0 writes
-                if self.ranks.is_main:
-                    writer.submit(files)
-                bar.end_epoch(record)
-                if on_epoch_end is not None:
-                    writer.wait()  # the callback sees this epoch's files on disk
-                    on_epoch_end(record)
-        finally:
-            writer.close()
+    def execute(self, progress: bool,
+                on_epoch_end: Callable[[EpochRecord], None] | None) -> Schedule:
+        """Check, prepare, run the epochs, write the results; return the schedule."""
+        cfg, ranks = self.cfg, self.ranks
+        ranks.from_main(self.files.check)
+        if cfg.model not in MODELS:  # fail before a possibly long dataset download
+            raise HbaError(f"unknown model '{cfg.model}' (known: {choices(MODELS)})")
+        shard_size(cfg.batch_size, ranks)   # a global batch that does not split: refused now
+        cfg = self.cfg = cfg.model_copy(
+            update={"precision": resolve_precision(cfg.precision, self.device).name})
+        starting_lambda(cfg)   # a bad --init fails now, not after the data are loaded
+        path = self.run_dir / CHECKPOINT_NAME
+        payload = (ranks.from_main(lambda: read_search_checkpoint(path, cfg, self.device,
+                                                                  ranks.world_size))
+                   if self.context.resume else None)
+        seed_everything(cfg.seed)
+        splits = ranks.main_first(lambda: load_dataset(cfg.dataset, cfg.data_dir, cfg.train_size,
+                                                       cfg.val_size, cfg.split_seed,
+                                                       image_size=cfg.image_size))
+        with self.files.working(ranks):
+            self._start(splits, payload)
+            if ranks.is_main:
+                write_config(self.run_dir, cfg.model_dump(mode="json"))
+            bar = RunProgress(progress, "search", cfg.epochs, self.state.epochs_done,
+                              steps=self.engine.rounds)
+            with RunOutput(bar, ranks.is_main, on_epoch_end) as output:
+                if payload is not None:
+                    output.print(f"resuming {self.run_dir} after epoch "
+                                 f"{self.state.epochs_done}/{cfg.epochs}")
+                if cfg.compile:
+                    output.print(COMPILING_NOTE)
+                self._run_epochs(output)
+            schedule = self._finish()
+        done = self.state.epochs_done
+        output.print(f"schedule written to {self.out} ({done} epoch{'s' * (done != 1)}, search "
+                     f"time {format_clock(self.state.elapsed_seconds)}; run files in "
+                     f"{self.run_dir})")
+        return schedule
+
+    def _start(self, splits: ImageSplits, payload: dict[str, Any] | None) -> None:
+        self.splits = splits
+        self.engine = SearchEngine(self.cfg, splits, self.device, self.ranks)
+        if payload is not None:
+            self.engine.load_state_dict(payload["engine"])
+            self.state = RunState.from_checkpoint(payload)
+        self._elapsed_before = self.state.elapsed_seconds
+
+    def _finish(self) -> Schedule:
+        """The schedule to ``--out`` and the run directory, and the plain network."""
+        self.state.elapsed_seconds = self.elapsed()
+        schedule = self.schedule()
+        if self.ranks.is_main:
+            save_schedule(schedule, self.out)
+            save_schedule(schedule, self.run_dir / SCHEDULE_NAME)
+            atomic_write_bytes(self.run_dir / NETWORK_NAME,
+                               network_bytes(self.engine.plain_network()))
+        return schedule
+
+    def elapsed(self) -> float:
+        return self._elapsed_before + time.perf_counter() - self.context.started
+
+    # -- the epochs ---------------------------------------------------------------------------
+
+    def _run_epochs(self, output: RunOutput) -> None:
+        for epoch in range(self.state.epochs_done, self.cfg.epochs):
+            output.progress.start_epoch(f"epoch {epoch + 1}/{self.cfg.epochs}")
+            in_effect = self.engine.physical()   # entry `epoch` of the schedule
+            started = time.perf_counter()
+            metrics = self.engine.run_epoch(epoch, on_round=output.progress.advance_step)
+            self._check_finite(epoch, metrics)
+            self._epoch_seconds.append(time.perf_counter() - started)
+            record = self._finish_epoch(epoch, metrics, in_effect)
+            # on every rank (the ranks' random states are gathered); rank 0 writes
+            output.end_epoch(record, record.line(self.cfg.epochs), self._epoch_files())
 
     def _check_finite(self, epoch: int, metrics: EpochMetrics) -> None:
         """Stop a diverged search before its epoch is saved: the run directory keeps the last
@@ -699,7 +267,7 @@ class SearchRun:
             images_per_second=metrics.train_images / seconds, lr=self.engine.lr,
             elapsed_seconds=self.elapsed(),
             eta_seconds=float(np.mean(self._epoch_seconds)) * (self.cfg.epochs - epoch - 1),
-            top_ops=" ".join(f"{label}:{p:.3f}" for label, p in top_ops(now)))
+            top_ops=" ".join(f"{label}:{p:.3f}" for label, p in top_ops(now, TOP_OPS_SHOWN)))
         state = self.state
         state.epochs_done = epoch + 1
         state.probabilities.append(probabilities.tolist())
@@ -708,23 +276,35 @@ class SearchRun:
         state.elapsed_seconds = record.elapsed_seconds
         return record
 
-    def _epoch_files(self) -> list[Callable[[], None]]:
-        """This epoch's writes, with their contents taken now; the checkpoint last. Every rank
-        calls it (the ranks' random states are gathered); only rank 0's list is not empty."""
+    def _epoch_files(self) -> dict[Path, bytes]:
+        """This epoch's files, serialised now; the checkpoint last. Every rank calls it (the
+        ranks' random states are gathered); only rank 0's is not empty."""
         engine_state = self.engine.checkpoint_state()
         if not self.ranks.is_main:
-            return []
-        schedule = self.schedule()
-        log_text = dataclass_csv_text(self.state.records, EpochRecord)
-        checkpoint = _checkpoint_bytes(self.cfg, self.device, engine_state, self.state,
-                                       self.ranks.world_size)
-        return [lambda: save_schedule(schedule, self.run_dir / SCHEDULE_NAME),
-                lambda: atomic_write_text(self.run_dir / LOG_NAME, log_text),
-                lambda: atomic_write_bytes(self.run_dir / CHECKPOINT_NAME, checkpoint)]
+            return {}
+        checkpoint = CHECKPOINT.serialise(
+            self.cfg.model_dump(mode="json"), device_type=self.device.type,
+            world_size=self.ranks.world_size,   # processes under torchrun (absent before: 1)
+            engine=engine_state, **self.state.checkpoint_payload())
+        return {self.run_dir / SCHEDULE_NAME: schedule_json_text(self.schedule()).encode("utf-8"),
+                **self.log.file(self.state.records),
+                self.run_dir / CHECKPOINT_NAME: checkpoint}
 
     def schedule(self) -> Schedule:
-        return _schedule(self.cfg, self.splits, self.device, self.state, self.command_line,
-                         self.ranks.world_size)
+        cfg, splits, state = self.cfg, self.splits, self.state
+        described = device_description(self.device)
+        if self.ranks.parallel:
+            described += f" × {self.ranks.world_size} processes (torchrun)"
+        provenance = Provenance(
+            dataset=cfg.dataset, train_size=int(splits.train_labels.shape[0]),
+            val_size=int(splits.val_labels.shape[0]), image_size=splits.image_size,
+            model=cfg.model, strategy=cfg.strategy, seed=cfg.seed, epochs=state.epochs_done,
+            search_seconds=round(state.elapsed_seconds, 3), device=described,
+            versions=package_versions(), command=self.context.command_line,
+            config=cfg.model_dump(mode="json"), created=datetime.now(timezone.utc),
+        )
+        return Schedule.from_arrays(np.array(state.probabilities), np.array(state.magnitudes),
+                                    provenance=provenance)
 
 
 def run_search(cfg: SearchConfig, out: Path, run_dir: Path, resume: bool = False,
@@ -732,78 +312,9 @@ def run_search(cfg: SearchConfig, out: Path, run_dir: Path, resume: bool = False
                on_epoch_end: Callable[[EpochRecord], None] | None = None) -> Schedule:
     """Run (or resume) an HBA search; write the schedule to ``out`` and return it.
 
-    Run directory: ``config.json`` (resolved config), ``checkpoint.pt`` (after every epoch),
-    ``schedule.json`` (the schedule so far, after every epoch), ``log.csv`` (one row per epoch),
-    and at the end ``network.pt`` (the state dict of ``cfg.model`` at the final λ).
     ``on_epoch_end`` is called after each epoch's files are written (tests use it to interrupt).
-    Under torchrun the same call searches data-parallel (see the module's docstring); only rank
-    0 writes and prints.
+    Under torchrun the same call searches data-parallel (see ``search_engine``); only rank 0
+    writes and prints.
     """
-    session_start = time.perf_counter()
-    out, run_dir = Path(out), Path(run_dir)
-    ranks, device, created_group = start_processes(cfg.device)
-    try:
-        return _search(cfg, out, run_dir, resume, command_line, progress and ranks.is_main,
-                       on_epoch_end, ranks, device, session_start)
-    finally:
-        if created_group:
-            torch.distributed.destroy_process_group()
-
-
-def _search(cfg: SearchConfig, out: Path, run_dir: Path, resume: bool, command_line: str | None,
-            progress: bool, on_epoch_end: Callable[[EpochRecord], None] | None, ranks: Ranks,
-            device: torch.device, session_start: float) -> Schedule:
-    checkpoint_path = run_dir / CHECKPOINT_NAME
-    files = RunFiles(run_dir, out, checkpoints=CHECKPOINT_NAME, reserved=RUN_FILES,
-                     resume=resume, what="search")
-    ranks.from_main(files.check)
-    if cfg.model not in MODELS:  # fail before a possibly long dataset download
-        raise HbaError(f"unknown model '{cfg.model}' (known: {choices(MODELS)})")
-    shard_size(cfg.batch_size, ranks)   # a global batch that does not split: refused now
-    # The precision this device runs (auto resolved): config.json, the checkpoint (a resume on
-    # another kind of GPU must match) and the schedule's provenance record it in the config.
-    cfg = cfg.model_copy(update={"precision": resolve_precision(cfg.precision, device).name})
-    starting_lambda(cfg)   # a bad --init fails now, not after the data are loaded
-    payload = (ranks.from_main(lambda: _read_checkpoint(checkpoint_path, cfg, device,
-                                                        ranks.world_size))
-               if resume else None)
-
-    seed_everything(cfg.seed)
-    splits = ranks.main_first(lambda: load_dataset(cfg.dataset, cfg.data_dir, cfg.train_size,
-                                                   cfg.val_size, cfg.split_seed,
-                                                   image_size=cfg.image_size))
-    ranks.from_main(files.acquire)   # rank 0 creates and locks the run directory
-    failed = True
-    try:
-        with file_errors_explained():
-            schedule, bar, epochs_done, elapsed = _search_epochs(
-                cfg, out, run_dir, command_line, progress, on_epoch_end, ranks, device,
-                session_start, splits, payload)
-        failed = False
-    finally:
-        if ranks.is_main:
-            files.release(failed)
-    epochs = f"{epochs_done} epoch{'s' * (epochs_done != 1)}"
-    bar.print(f"schedule written to {out} ({epochs}, search time "
-              f"{_format_duration(elapsed)}; run files in {run_dir})")
-    return schedule
-
-
-def _search_epochs(cfg, out, run_dir, command_line, progress, on_epoch_end, ranks, device,
-                   session_start, splits, payload):
-    run = SearchRun(cfg, splits, device, run_dir, command_line, payload, session_start, ranks)
-    if ranks.is_main:
-        atomic_write_json(run_dir / CONFIG_NAME, cfg.model_dump(mode="json"))
-    with SearchProgress(progress, cfg.epochs, run.state.epochs_done, run.engine.rounds) as bar:
-        if payload is not None:
-            bar.print(f"resuming {run_dir} after epoch {run.state.epochs_done}/{cfg.epochs}")
-        if cfg.compile:
-            bar.print(COMPILING_NOTE)
-        run.run_epochs(bar, on_epoch_end)
-    run.state.elapsed_seconds = run.elapsed()
-    schedule = run.schedule()
-    if ranks.is_main:
-        save_schedule(schedule, out)
-        save_schedule(schedule, run_dir / SCHEDULE_NAME)
-        atomic_write_bytes(run_dir / NETWORK_NAME, network_bytes(run.engine.plain_network()))
-    return schedule, bar, run.state.epochs_done, run.state.elapsed_seconds
+    with run_context(cfg.device, out, run_dir, resume, command_line) as context:
+        return SearchRun(cfg, context).execute(progress and context.ranks.is_main, on_epoch_end)

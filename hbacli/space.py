@@ -8,6 +8,12 @@
 ``OP_COPIES`` is copy-major: copy 0 of all 15 ops in Table 7 order, then copy 1. A hyperparameter
 with range [lo, hi] has the physical value ``lo + (hi - lo) * sigmoid(λ)``. Pure numpy, no torch,
 so reading and drawing schedules stays instant.
+
+Each op's row in ``OPS`` also declares its conventions (kernel family, sign, range, how its
+magnitude is scaled and rounded, whether it takes a position), which the torch, C and Pillow
+backends read instead of naming ops. Adding an op is its row here, its torch kernel
+(``ops.BUILDERS``), its Pillow reference (``ops_pil.PIL_OPS``) and its C function
+(``OP_FUNCTIONS`` in ``ops_native.c``).
 """
 
 from __future__ import annotations
@@ -16,38 +22,82 @@ from dataclasses import dataclass
 
 import numpy as np
 
+# The kernel families. The ops of a family share one kernel (``ops.KERNEL_FAMILIES``, the family
+# kernels of ``ops_native.c``), so the batched policy runs each family once per stage with a
+# different op per image: an op only builds its family's parameters.
+KERNEL_FAMILY_NAMES: tuple[str, ...] = (
+    "affine",  # geometric: Pillow's AFFINE matrix, nearest-neighbour resampling, FILL exposed
+    "lut",     # per-(image, channel) 256-level lookup tables
+    "blend",   # ImageEnhance: blend with a per-image degenerate image, the argument the factor
+    "fill",    # a box painted with FILL
+)
+SCALES: tuple[str | None, ...] = (None, "width", "height", "side")
+_ROUND = {None: float, "half-even": lambda value: float(round(value))}  # round: ties to even
+ROUNDINGS: tuple[str | None, ...] = tuple(_ROUND)
+
 
 @dataclass(frozen=True)
 class OpSpec:
-    """One operation of Table 7. ``low``/``high`` are None for probability-only ops."""
+    """One operation of Table 7 and its conventions, declared here once for every backend
+    (torch ``ops.py``, C ``ops_native.c`` through ``ops_native.py``, Pillow ``ops_pil.py``).
+
+    ``low``/``high`` are None for probability-only ops. An op's kernel takes its *argument*
+    (``argument``), not the magnitude: the magnitude times ``scale`` (an image size, so that
+    magnitudes stay size-free fractions), rounded by ``rounding``.
+    """
 
     name: str
-    low: float | None
-    high: float | None
-    unit: str | None
-    signed: bool  # geometric ops: the magnitude's sign is drawn at random (p = 0.5)
+    family: str                   # its kernel family, one of KERNEL_FAMILY_NAMES
+    low: float | None = None
+    high: float | None = None
+    unit: str | None = None
+    signed: bool = False          # the magnitude's sign is drawn at random (p = 0.5)
+    scale: str | None = None      # argument = m × image "width", "height" or "side" (min(H, W))
+    rounding: str | None = None   # "half-even": the argument is a whole number, ties to even
+    #                               (Python's round, torch.round, C's nearbyint agree on it)
+    positioned: bool = False      # also takes a uniformly drawn pixel (row, column): its centre
+
+    def __post_init__(self) -> None:
+        if self.family not in KERNEL_FAMILY_NAMES or self.scale not in SCALES \
+                or self.rounding not in ROUNDINGS or (self.low is None) != (self.high is None):
+            raise ValueError(f"malformed op spec {self}")
 
     @property
     def has_magnitude(self) -> bool:
         return self.low is not None
 
+    def scale_factor(self, height: int, width: int) -> int:
+        """What the magnitude is multiplied by for an image of this size (1: no scale)."""
+        return {None: 1, "width": width, "height": height, "side": min(height, width)}[self.scale]
+
+    def argument(self, magnitude: float | None, height: int, width: int) -> float:
+        """The number the op's kernel takes for a (physical, signed) magnitude: in float64,
+        scaled, then rounded; 0 for None (probability-only ops ignore it)."""
+        value = 0.0 if magnitude is None else float(magnitude)
+        if self.scale is not None:
+            value *= self.scale_factor(height, width)
+        return _ROUND[self.rounding](value)
+
 
 OPS: tuple[OpSpec, ...] = (
-    OpSpec("ShearX", 0.0, 0.3, "shear factor", True),
-    OpSpec("ShearY", 0.0, 0.3, "shear factor", True),
-    OpSpec("TranslateX", 0.0, 0.45, "fraction of image width", True),
-    OpSpec("TranslateY", 0.0, 0.45, "fraction of image height", True),
-    OpSpec("Rotate", 0.0, 30.0, "degrees", True),
-    OpSpec("AutoContrast", None, None, None, False),
-    OpSpec("Invert", None, None, None, False),
-    OpSpec("Equalize", None, None, None, False),
-    OpSpec("Solarize", 0.0, 255.0, "inverts pixels >= 256 - m", False),
-    OpSpec("Posterize", 0.0, 8.0, "low bits removed (rounded)", False),
-    OpSpec("Contrast", 0.1, 1.9, "enhancement factor (1 = identity)", False),
-    OpSpec("Color", 0.1, 1.9, "enhancement factor (1 = identity)", False),
-    OpSpec("Brightness", 0.1, 1.9, "enhancement factor (1 = identity)", False),
-    OpSpec("Sharpness", 0.1, 1.9, "enhancement factor (1 = identity)", False),
-    OpSpec("Cutout", 0.0, 0.2, "patch side, fraction of image size", False),
+    OpSpec("ShearX", "affine", 0.0, 0.3, "shear factor", signed=True),
+    OpSpec("ShearY", "affine", 0.0, 0.3, "shear factor", signed=True),
+    OpSpec("TranslateX", "affine", 0.0, 0.45, "fraction of image width", signed=True,
+           scale="width"),
+    OpSpec("TranslateY", "affine", 0.0, 0.45, "fraction of image height", signed=True,
+           scale="height"),
+    OpSpec("Rotate", "affine", 0.0, 30.0, "degrees", signed=True),
+    OpSpec("AutoContrast", "lut"),
+    OpSpec("Invert", "lut"),
+    OpSpec("Equalize", "lut"),
+    OpSpec("Solarize", "lut", 0.0, 255.0, "inverts pixels >= 256 - m"),
+    OpSpec("Posterize", "lut", 0.0, 8.0, "low bits removed (rounded)", rounding="half-even"),
+    OpSpec("Contrast", "lut", 0.1, 1.9, "enhancement factor (1 = identity)"),
+    OpSpec("Color", "blend", 0.1, 1.9, "enhancement factor (1 = identity)"),
+    OpSpec("Brightness", "lut", 0.1, 1.9, "enhancement factor (1 = identity)"),
+    OpSpec("Sharpness", "blend", 0.1, 1.9, "enhancement factor (1 = identity)"),
+    OpSpec("Cutout", "fill", 0.0, 0.2, "patch side, fraction of image size", scale="side",
+           rounding="half-even", positioned=True),
 )
 OP_BY_NAME: dict[str, OpSpec] = {op.name: op for op in OPS}
 OP_NAMES: tuple[str, ...] = tuple(op.name for op in OPS)
@@ -135,11 +185,6 @@ def join_physical(probs: np.ndarray, mags: np.ndarray) -> np.ndarray:
 # after standardisation); 128 is within 15 levels of every CIFAR channel mean, and one uint8
 # constant keeps the C, torch and Pillow kernels bit-identical for any dataset.
 FILL = 128
-
-
-def cutout_side(magnitude: float, height: int, width: int) -> int:
-    """Cutout's square side in pixels: round(m · min(H, W)), ties to even (as torch.round)."""
-    return round(magnitude * min(height, width))
 
 
 # The augmentation function's number of ops K (PBA Algorithm 1; paper App. A).

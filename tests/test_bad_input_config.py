@@ -69,6 +69,15 @@ BAD_SEARCH_FLAGS = [
     (["--seed", "99999999999999999999"], "invalid setting seed:"),
     (["--seed", str(2**63)], "invalid setting seed:"),
     (["--seed", "-1"], "invalid setting seed:"),
+    (["--val-size", "0"], "invalid setting val_size: Input should be greater than 0"),
+    (["--lr-schedule", "step", "--lr-milestones", "3,x"],
+     "--lr-milestones must be comma-separated integers, got '3,x'"),
+    (["--lr-schedule", "step", "--lr-milestones", "5,2"],
+     "invalid setting lr_milestones: must increase"),
+    (["--lr-schedule", "step", "--lr-milestones", ","], "--lr-milestones is empty"),
+    (["--strategy", "everything"], "invalid setting strategy: Input should be"),
+    (["--precision", "fp8"], "invalid setting precision:"),
+    (["--hyper-v-init", "nan"], f"invalid setting hyper_v_init: Input {FINITE}"),
 ]
 
 
@@ -92,6 +101,11 @@ BAD_EVALUATE_FLAGS = [
     (["--seeds", "0,1,2,1"], "duplicate seed 1"),
     (["--seeds", "99999999999999999999"], "invalid setting seeds"),
     (["--seeds", "-3"], "invalid setting seeds"),
+    (["--seeds", "0,one"], "--seeds must be comma-separated integers, got '0,one'"),
+    (["--seeds", ""], "--seeds is empty"),
+    (["--replay", "sometimes"], "invalid setting replay:"),
+    (["--val-size", "-1"], "invalid setting val_size:"),
+    (["--momentum", "1"], "invalid setting momentum:"),
 ]
 
 
@@ -248,24 +262,26 @@ SEARCH_FIELDS = {
     "precision": (["--precision", "bf16"], "fp32", "bf16"),
     "device": (["--device", "cpu"], "cuda", "cpu"),
     "compile": (["--no-compile"], True, False),
+    "split_seed": (["--split-seed", "12"], 11, 12),
+    "lr_milestones": (["--lr-milestones", "4,8"], [3, 6], [4, 8]),
+    "momentum": (["--momentum", "0.6"], 0.5, 0.6),
+    "nesterov": (["--nesterov"], False, True),
+    "hyper_v_init": (["--hyper-v-init", "0.03"], 0.02, 0.03),
 }
-# Fields without a flag, set in the file only.
-SEARCH_FILE_ONLY = dict(split_seed=11, lr_milestones=[3, 6], momentum=0.5, nesterov=False,
-                        hyper_v_init=0.02)
 
 
 def test_every_search_field_has_a_precedence_case():
-    assert set(SEARCH_FIELDS) | set(SEARCH_FILE_ONLY) == set(SearchConfig.model_fields)
+    """Every field is a flag too (the options are generated from the model)."""
+    assert set(SEARCH_FIELDS) == set(SearchConfig.model_fields)
 
 
-def _file_with_every_field(tmp_path: Path, fields: dict, only: dict) -> Path:
-    return write(tmp_path, "every.yaml", json.dumps({**{k: v[1] for k, v in fields.items()},
-                                                      **only}))
+def _file_with_every_field(tmp_path: Path, fields: dict) -> Path:
+    return write(tmp_path, "every.yaml", json.dumps({k: v[1] for k, v in fields.items()}))
 
 
 def test_every_search_flag_beats_the_config_file(tmp_path, hba):
     """One flag at a time, against a file that sets every field: the flag's value is used."""
-    config = _file_with_every_field(tmp_path, SEARCH_FIELDS, SEARCH_FILE_ONLY)
+    config = _file_with_every_field(tmp_path, SEARCH_FIELDS)
     lost = {}
     for field, (flags, _, flag_value) in SEARCH_FIELDS.items():
         dataset = [] if field == "dataset" else ["--dataset", "reduced-cifar10"]
@@ -277,12 +293,10 @@ def test_every_search_flag_beats_the_config_file(tmp_path, hba):
 
 
 def test_the_config_file_beats_the_preset_and_unset_flags_change_nothing(tmp_path, hba):
-    config = _file_with_every_field(tmp_path, SEARCH_FIELDS, SEARCH_FILE_ONLY)
+    config = _file_with_every_field(tmp_path, SEARCH_FIELDS)
     code, output, cfg = hba("search", "--dataset", "reduced-cifar10", "--config", str(config))
     assert code == 0, output
     for field, (_, file_value, _) in SEARCH_FIELDS.items():
-        assert getattr(cfg, field) == file_value, field
-    for field, file_value in SEARCH_FILE_ONLY.items():
         assert getattr(cfg, field) == file_value, field
 
 
@@ -318,18 +332,22 @@ EVALUATE_FIELDS = {
     "eval_every": (["--eval-every", "3"], 4, 3),
     "device": (["--device", "cpu"], "cuda", "cpu"),
     "compile": (["--no-compile"], True, False),
+    "val_size": (["--val-size", "60"], 50, 60),
+    "split_seed": (["--split-seed", "12"], 11, 12),
+    "lr_schedule": (["--lr-schedule", "constant"], "step", "constant"),
+    "lr_milestones": (["--lr-milestones", "4,8"], [3, 6], [4, 8]),
+    "momentum": (["--momentum", "0.6"], 0.5, 0.6),
+    "nesterov": (["--nesterov"], False, True),
 }
-EVALUATE_FILE_ONLY = dict(val_size=50, split_seed=11, lr_schedule="step", lr_milestones=[3, 6],
-                          momentum=0.5, nesterov=False)
 
 
 def test_every_evaluate_field_has_a_precedence_case():
-    assert set(EVALUATE_FIELDS) | set(EVALUATE_FILE_ONLY) | {"policy"} == \
-        set(EvaluateConfig.model_fields)
+    """Every field but the POLICY argument is a flag too."""
+    assert set(EVALUATE_FIELDS) | {"policy"} == set(EvaluateConfig.model_fields)
 
 
 def test_every_evaluate_flag_beats_the_config_file(tmp_path, hba):
-    config = _file_with_every_field(tmp_path, EVALUATE_FIELDS, EVALUATE_FILE_ONLY)
+    config = _file_with_every_field(tmp_path, EVALUATE_FIELDS)
     lost = {}
     for field, (flags, _, flag_value) in EVALUATE_FIELDS.items():
         code, output, cfg = hba("evaluate", "none", *flags, "--config", str(config))
@@ -342,11 +360,9 @@ def test_every_evaluate_flag_beats_the_config_file(tmp_path, hba):
 def test_the_evaluate_file_beats_the_preset_when_no_flag_is_given(tmp_path):
     """Through the resolve function: `hba evaluate` passes --dataset and --seeds as given, None
     when not typed (see test_the_evaluate_cli_leaves_dataset_and_seeds_to_the_file)."""
-    config = _file_with_every_field(tmp_path, EVALUATE_FIELDS, EVALUATE_FILE_ONLY)
+    config = _file_with_every_field(tmp_path, EVALUATE_FIELDS)
     cfg = resolve_evaluate_config("none", None, None, config)
     for field, (_, file_value, _) in EVALUATE_FIELDS.items():
-        assert getattr(cfg, field) == file_value, field
-    for field, file_value in EVALUATE_FILE_ONLY.items():
         assert getattr(cfg, field) == file_value, field
 
 
@@ -398,13 +414,13 @@ SAME_SEARCH_SIZES = [
 def test_search_resume_accepts_the_default_sizes_typed_out(tmp_path, dataset, first, again):
     path = _saved_search_checkpoint(tmp_path, resolve_search_config(dataset, None, **first))
     resumed = resolve_search_config(dataset, None, **again)
-    hbacli.search._read_checkpoint(path, resumed, torch.device("cpu"))   # no error
+    hbacli.search.read_search_checkpoint(path, resumed, torch.device("cpu"))   # no error
 
 
 def test_search_resume_still_refuses_other_sizes(tmp_path):
     path = _saved_search_checkpoint(tmp_path, resolve_search_config("digits", None))
     with pytest.raises(HbaError, match=r"train_size: 1000 → 999"):
-        hbacli.search._read_checkpoint(
+        hbacli.search.read_search_checkpoint(
             path, resolve_search_config("digits", None, train_size=999), torch.device("cpu"))
 
 

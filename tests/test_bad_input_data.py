@@ -24,7 +24,7 @@ from PIL import Image
 from typer.testing import CliRunner
 
 from hbacli.cli import app
-from hbacli.data import load_dataset
+from hbacli.datasets import load_dataset
 from hbacli.errors import HbaError
 
 CLASSES = ("cat", "dog")

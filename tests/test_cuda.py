@@ -13,10 +13,12 @@ import pytest
 import torch
 
 from hbacli import policy
-from hbacli.data import BaselinePipeline, load_dataset
+from hbacli.datasets import load_dataset
 from hbacli.evaluate import run_evaluation
+from hbacli.pipeline import BaselinePipeline
 from hbacli.presets import resolve_evaluate_config, resolve_search_config
-from hbacli.search import SearchEngine, run_search
+from hbacli.search import run_search
+from hbacli.search_engine import SearchEngine
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 CUDA = torch.device("cuda")

@@ -19,9 +19,10 @@ import pytest
 import torch
 from PIL import Image
 
-from hbacli import datasets
-from hbacli.data import (BaselinePipeline, DeviceLoader, StreamingLoader, cutout, load_dataset,
-                         make_loader, random_crop, random_flip, random_resized_crop)
+from hbacli import datasets, decode, imagefolder
+from hbacli.datasets import load_dataset
+from hbacli.loaders import DeviceLoader, StreamingLoader, make_loader
+from hbacli.pipeline import BaselinePipeline, cutout, random_crop, random_flip, random_resized_crop
 from hbacli.errors import HbaError
 from hbacli.space import FILL
 
@@ -113,6 +114,7 @@ def test_reduced_cifar10_from_the_shipped_archive(reduced_cifar10, cifar_slice):
     np.testing.assert_allclose(s.std, (0.247, 0.243, 0.262), atol=0.01)
 
 
+@pytest.mark.slow
 def test_reduced_cifar10_default_split_from_the_full_archive(full_cifar_data_dir, shared_cache,
                                                              cifar_slice):
     """The recipe's own sizes need the full archive (optional): decodes all 60,000 JPEGs."""
@@ -149,7 +151,7 @@ def test_second_load_reads_the_cache_and_reproduces_the_split(reduced_cifar10, s
     def no_decoding(*args, **kwargs):
         raise AssertionError("the archive was read again instead of the cache")
 
-    monkeypatch.setattr(datasets, "_archive_records", no_decoding)
+    monkeypatch.setattr(imagefolder, "_archive_records", no_decoding)
     again = load_dataset("reduced-cifar10", data_dir=TEST_DATA, cache=shared_cache,
                          train_size=400, val_size=500)
     np.testing.assert_array_equal(again.train_index, reduced_cifar10.train_index)
@@ -366,8 +368,8 @@ def test_reduced_imagenet_keeps_120_classes_at_32px(tmp_path, cifar_slice):
 
 def test_parallel_resizing_matches_serial(cifar_slice):
     payloads = [_png(image) for image in cifar_slice["train_images"][:24]]
-    serial = datasets.decode_images(payloads, side=20, workers=1)
-    parallel = datasets.decode_images(payloads, side=20, workers=2)
+    serial = decode.decode_images(payloads, side=20, workers=1)
+    parallel = decode.decode_images(payloads, side=20, workers=2)
     assert serial.shape == (24, 3, 20, 20)
     np.testing.assert_array_equal(serial, parallel)
 

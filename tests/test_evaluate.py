@@ -15,9 +15,11 @@ from typer.testing import CliRunner
 from hbacli import space
 from hbacli.cli import app
 from hbacli.errors import HbaError
-from hbacli.evaluate import (LOG_FIELDS, PerImageBatches, Ranks, lr_factor, run_evaluation,
-                             seed_checkpoint_path, torchvision_policy)
-from hbacli.presets import resolve_evaluate_config
+from hbacli.baselines import torchvision_policy
+from hbacli.batches import PerImageBatches
+from hbacli.distributed import Ranks
+from hbacli.evaluate import LOG_FIELDS, run_evaluation, seed_checkpoint_path
+from hbacli.presets import lr_factor, resolve_evaluate_config
 from hbacli.results import EvaluationResults
 from hbacli.runtime import has_cpp_compiler
 from hbacli.schedule import Schedule, save_schedule
@@ -128,6 +130,7 @@ def test_every_policy_trains_one_epoch(tmp_path, policy):
 
 
 @pytest.mark.skipif(not has_cpp_compiler(), reason="torch.compile needs a C++ compiler")
+@pytest.mark.slow
 def test_compiled_training_checkpoints_like_uncompiled(tmp_path, cutout_run):
     """--compile: the same recipe trains, and its checkpoint holds the plain network's keys."""
     results = evaluate(tmp_path, "run", tiny_config("cutout", seeds=[0], epochs=1, compile=True))

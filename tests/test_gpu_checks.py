@@ -1,7 +1,8 @@
 """benchmarks/gpu_checks.sh, the one prepared run on a lent GPU, rehearsed here: ``--dry-run``
-runs every step on the CPU at tiny sizes (about 1-2 minutes on 2 cores, most of it the compiled
-search's cold compile) and each step must write its figures to $OUT; a failed wheel install or
-a broken import after it must stop the run before any step, with a clear message."""
+runs every step on the CPU at tiny sizes (1-2 minutes on 2 idle cores, about 5 on busy ones,
+most of it the compiled search's cold compile: marked slow) and each step must write its
+figures to $OUT; a failed wheel install or a broken import after it must stop the run before
+any step, with a clear message."""
 
 from __future__ import annotations
 
@@ -31,6 +32,7 @@ def run_script(out: Path, *args: str, timeout: float, **env: str) -> subprocess.
                           capture_output=True, text=True, timeout=timeout)
 
 
+@pytest.mark.slow
 def test_dry_run_runs_every_step_and_writes_its_figures(tmp_path):
     done = run_script(tmp_path, "--dry-run", timeout=600)
     assert done.returncode == 0, done.stdout[-4000:] + done.stderr[-2000:]

@@ -15,9 +15,10 @@ import torch
 from PIL import Image, ImageOps
 from typer.testing import CliRunner
 
-from hbacli import data, datasets
+from hbacli import decode, imagefolder, pipeline
 from hbacli.catalogue import FAMILIES
-from hbacli.data import BaselinePipeline, load_dataset
+from hbacli.datasets import load_dataset
+from hbacli.pipeline import BaselinePipeline
 from hbacli.errors import HbaError
 
 from conftest import CIFAR_CLASSES
@@ -85,7 +86,7 @@ def test_mixed_or_non_square_images_follow_the_stated_rule_and_say_so(sizes, tmp
                                                                       cifar_slice, capsys):
     _write_set(tmp_path / "set", cifar_slice, sizes)
     s = _load(tmp_path / "set")
-    side = datasets.MIXED_SIZE_SIDE
+    side = decode.MIXED_SIZE_SIDE
     assert s.train_images.shape[1:] == (3, side, side) and s.image_size == side
     message = _message(capsys)
     assert f"resized to {side}×{side}" in message and "--image-size" in message
@@ -100,7 +101,7 @@ def test_the_choice_is_printed_on_every_load_even_from_the_cache(tmp_path, cifar
     def no_decoding(*args, **kwargs):
         raise AssertionError("decoded again: the cache was not used")
 
-    monkeypatch.setattr(datasets, "_decode_sized", no_decoding)
+    monkeypatch.setattr(imagefolder, "decode_sized", no_decoding)
     again = _load(tmp_path / "set")
     assert _message(capsys) == first and again.image_size == 48
 
@@ -124,7 +125,7 @@ def test_image_size_for_a_named_dataset_is_a_one_line_error():
 def test_a_set_too_large_for_memory_is_refused_before_decoding(tmp_path, cifar_slice,
                                                                monkeypatch):
     _write_set(tmp_path / "set", cifar_slice, [(48, 48)])
-    monkeypatch.setattr(datasets, "_memory_bytes", lambda: 4 * 6 * 3 * 40 * 40)  # 25%: 6 of 8
+    monkeypatch.setattr(decode, "_memory_bytes", lambda: 4 * 6 * 3 * 40 * 40)  # 25%: 6 of 8
     with pytest.raises(HbaError) as exc:
         _load(tmp_path / "set", image_size=40)
     message = str(exc.value)
@@ -144,7 +145,7 @@ def test_the_baseline_pipeline_scales_pad_and_cutout_with_the_size(tmp_path, cif
     s = _load(tmp_path / "set")
     assert s.image_size == 64
     seen = {}
-    real_crop, real_cutout = data.random_crop, data.cutout
+    real_crop, real_cutout = pipeline.random_crop, pipeline.cutout
 
     def crop(x, pad, generator=None):
         seen["pad"] = pad
@@ -154,8 +155,8 @@ def test_the_baseline_pipeline_scales_pad_and_cutout_with_the_size(tmp_path, cif
         seen["cutout"] = size
         return real_cutout(x, size, generator, **kwargs)
 
-    monkeypatch.setattr(data, "random_crop", crop)
-    monkeypatch.setattr(data, "cutout", cut)
+    monkeypatch.setattr(pipeline, "random_crop", crop)
+    monkeypatch.setattr(pipeline, "cutout", cut)
     out = BaselinePipeline("imagefolder", s.mean, s.std).train(
         s.train_images, torch.Generator().manual_seed(0))
     assert out.shape == s.train_images.shape and seen == {"pad": 8, "cutout": 32}

@@ -178,4 +178,5 @@ def test_setup_py_exports_the_c_functions_not_a_python_module():
                            text=True, timeout=60)
     assert shown.returncode == 0, shown.stderr
     assert shown.stdout.split(None, 2) == [
-        "hbacli._ops_native_lib", "True", "['hba_augment', 'hba_op_names', 'hba_source_key']\n"]
+        "hbacli._ops_native_lib", "True",
+        "['hba_augment', 'hba_family_name', 'hba_op_name', 'hba_source_key']\n"]

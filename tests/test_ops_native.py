@@ -9,7 +9,7 @@ import shutil
 import pytest
 import torch
 
-from hbacli import ops_native, policy
+from hbacli import ops, ops_native, policy, space
 
 
 @pytest.fixture
@@ -82,3 +82,49 @@ def test_bad_arguments_are_refused():
     with pytest.raises(ValueError, match=r"\(N, 2\)"):
         ops_native.augment_stages(x, stages[:3], m, centres)
     assert torch.equal(ops_native.augment_stages(x, stages, m, centres), x)
+
+
+def test_the_c_side_has_every_op_and_family_of_space_and_takes_their_conventions():
+    """The C file names its op functions and family kernels; the table passed with each call
+    maps every op of space.OPS, in its order, to the C function of the same name and to its
+    family's kernel, with its scale and rounding."""
+    lib = ops_native.library()
+    if lib is None:
+        pytest.skip("the C kernels could not be built here")
+    functions = ops_native._names(lib.hba_op_name)
+    families = ops_native._names(lib.hba_family_name)
+    assert sorted(functions) == sorted(space.OP_NAMES)
+    assert sorted(families) == sorted(space.KERNEL_FAMILY_NAMES)
+    table = ops_native.op_table(lib, 24, 40)
+    assert [functions[row.function] for row in table] == list(space.OP_NAMES)
+    assert [families[row.family] for row in table] == [op.family for op in space.OPS]
+    assert [row.scale for row in table] == [op.scale_factor(24, 40) for op in space.OPS]
+    assert [bool(row.rounded) for row in table] == [op.rounding is not None for op in space.OPS]
+    assert {f.name for f in ops.KERNEL_FAMILIES} == set(families)
+
+
+def test_op_tables_that_do_not_match_space_are_refused():
+    names, families = list(space.OP_NAMES), list(space.KERNEL_FAMILY_NAMES)
+    rows = ops_native.op_rows(names[::-1], families[::-1])  # any order: matched by name
+    assert [names[::-1][f] for f, _ in rows] == names
+    with pytest.raises(RuntimeError, match="op functions"):
+        ops_native.op_rows(names[:-1], families)  # an op without its C function
+    with pytest.raises(RuntimeError, match="op functions"):
+        ops_native.op_rows(names + ["Blur"], families)  # a C function without its spec row
+    with pytest.raises(RuntimeError, match="family kernels"):
+        ops_native.op_rows(names, families[:-1])
+
+
+def test_a_table_or_op_index_out_of_range_is_refused_by_the_c_side(monkeypatch):
+    lib = ops_native.library()
+    if lib is None:
+        pytest.skip("the C kernels could not be built here")
+    x = torch.zeros(2, 3, 8, 8, dtype=torch.uint8)
+    m, centres = torch.zeros(2, 2), torch.zeros(2, 2, 2, dtype=torch.int64)
+    with pytest.raises(ValueError, match="op indices"):
+        ops_native.augment_stages(x, torch.full((2, 2), len(space.OPS)), m, centres)
+    bad = (ops_native.OpRow * len(space.OPS))(*ops_native.op_table(lib, 8, 8))
+    bad[3].family = 99
+    monkeypatch.setattr(ops_native, "op_table", lambda *_: bad)
+    with pytest.raises(ValueError, match="family kernel"):
+        ops_native.augment_stages(x, torch.full((2, 2), -1), m, centres)

@@ -126,9 +126,9 @@ def test_pil_walk_has_the_same_statistics():
 
 
 def test_batched_policy_equals_ops_applied_one_by_one(cifar_slice):
-    """The stage machinery (C, torch sorted, masked and compiled kernels) against the plain definition:
-    for each image, its walk's applied copies through ``ops.apply_op``, signs and centres
-    taken from the same uniforms."""
+    """The stage machinery (C, torch sorted, masked and compiled kernels) against the plain
+    definition: for each image, its walk's applied copies through ``ops.apply_op``, signs and
+    positions taken from the same uniforms."""
     x = torch.from_numpy(cifar_slice["test_images"][:64]).contiguous()
     n = len(x)
     rng = np.random.default_rng(3)
@@ -145,13 +145,8 @@ def test_batched_policy_equals_ops_applied_one_by_one(cifar_slice):
                 continue
             op = space.OP_COPIES[copy].op
             mag = m[i, copy].item() * (-1 if op.signed and extra[i, 0, stage] < 0.5 else 1)
-            img = expected[i:i + 1]
-            if op.name == "Cutout":
-                centre = ops.centres_from_uniform(extra[i:i + 1, 1:, stage], 32, 32)
-                img = ops.FAMILY_OF["Cutout"].run_one("Cutout", ops.Batch(img, torch.tensor([mag]), centre))
-            else:
-                img = ops.apply_op(op.name, img, mag)
-            expected[i] = img[0]
+            centre = ops.centres_from_uniform(extra[i:i + 1, 1:, stage], 32, 32)
+            expected[i] = ops.apply_op(op.name, expected[i:i + 1], mag, centres=centre)[0]
     available = {"native": ops_native.library() is not None, "compiled": has_cpp_compiler()}
     kernels = [k for k in policy.KERNELS if available.get(k, True)]
     for k in kernels:
@@ -211,10 +206,12 @@ def test_policy_transform_in_dataloader_workers(cifar_slice, tmp_path):
         paths.append(tmp_path / f"{i}.png")
         Image.fromarray(first).save(paths[-1])
     p, m = np.ones(30), _mid_magnitudes()
-    pil_policy = transforms.Compose([policy.PolicyTransform(p, m, seed=0), transforms.PILToTensor()])
-    tensor_policy = transforms.Compose([transforms.PILToTensor(), policy.PolicyTransform(p, m, seed=0)])
+    pil_policy = transforms.Compose([policy.PolicyTransform(p, m, seed=0),
+                                     transforms.PILToTensor()])
+    tensor_policy = transforms.Compose([transforms.PILToTensor(),
+                                        policy.PolicyTransform(p, m, seed=0)])
     for transform in (pil_policy, tensor_policy):
-        def run(loader_seed=0):
+        def run(loader_seed=0, transform=transform):
             loader = torch.utils.data.DataLoader(_Folder(paths, transform), batch_size=2,
                                                  num_workers=2,
                                                  generator=torch.Generator().manual_seed(loader_seed))

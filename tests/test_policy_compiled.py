@@ -86,6 +86,7 @@ def test_compiled_policy_compiles_once_and_builds_tables_once(fresh_dynamo, monk
 
 
 @pytest.mark.skipif(not has_cpp_compiler(), reason="torch.compile needs a C++ compiler")
+@pytest.mark.slow
 def test_compiled_policy_gives_the_eager_kernels_pixels():
     """Inductor's kernels against the eager masked and sorted torch kernels, same uniforms."""
     for seed in (0, 1):  # the second call reuses the compiled graph

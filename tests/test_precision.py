@@ -17,13 +17,16 @@ from typer.testing import CliRunner
 
 import hbacli.evaluate
 import hbacli.search
+import hbacli.search_engine
+import hbacli.trainer
 from hbacli.cli import app
-from hbacli.data import load_dataset
+from hbacli.datasets import load_dataset
 from hbacli.errors import HbaError
 from hbacli.evaluate import run_evaluation, seed_checkpoint_path
 from hbacli.presets import resolve_evaluate_config, resolve_search_config
 from hbacli.runtime import Precision, resolve_precision
-from hbacli.search import SearchEngine, run_search
+from hbacli.search import run_search
+from hbacli.search_engine import SearchEngine
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -84,8 +87,10 @@ def fp16_on_cpu(monkeypatch):
                 resolve_precision(name, device)
         return resolve
 
-    monkeypatch.setattr(hbacli.search, "resolve_precision", forced(Precision))
-    monkeypatch.setattr(hbacli.evaluate, "resolve_precision", forced(ScaledFp32))
+    for module in (hbacli.search, hbacli.search_engine):   # the config's, the engine's
+        monkeypatch.setattr(module, "resolve_precision", forced(Precision))
+    for module in (hbacli.evaluate, hbacli.trainer):       # the config's, the trainer's
+        monkeypatch.setattr(module, "resolve_precision", forced(ScaledFp32))
 
 
 # ---- resolution ------------------------------------------------------------------------------
@@ -349,6 +354,7 @@ def _stop_after_first_epoch(record):
         raise Interrupt
 
 
+@pytest.mark.slow
 def test_an_interrupted_fp16_search_resumes_exactly(tmp_path, fp16_on_cpu):
     whole = search(tmp_path, "whole", search_config())
     assert whole.provenance.config["precision"] == "fp16"

@@ -18,8 +18,10 @@ from hbacli.catalogue import STRATEGIES
 from hbacli.presets import resolve_search_config
 from hbacli.runtime import has_cpp_compiler
 from hbacli.schedule import load_schedule
-from hbacli.search import (LOG_FIELDS, RESUME_IGNORED_FIELDS, SearchEngine, lr_factor, run_search,
-                           top_ops)
+from hbacli.plots import top_ops
+from hbacli.presets import lr_factor
+from hbacli.search import LOG_FIELDS, RESUME_IGNORED_FIELDS, run_search
+from hbacli.search_engine import SearchEngine
 
 # Small enough for seconds on 2 CPU cores, large enough that λ gets a dozen Adam steps.
 TINY = dict(model="wrn16_1", train_size=256, val_size=64, batch_size=32, epochs=3,
@@ -78,17 +80,19 @@ def test_search_moves_lambda_and_records_every_epoch_in_physical_units(uninterru
     _, schedule = uninterrupted
     probabilities, magnitudes = schedule.probabilities(), schedule.magnitudes()
     assert probabilities.shape == magnitudes.shape == (3, 30)
-    final = space.join_physical(probabilities[-1], magnitudes[-1])
-    initial = space.lambda_to_physical(space.initial_lambda())
-    moved = np.abs(final - initial) / (space.LAMBDA_HIGH - space.LAMBDA_LOW)  # share of range
-    assert moved.max() > 0.01          # some hyperparameter moved by over 1% of its range
-    assert (moved > 1e-4).sum() > 20   # and most of them moved at all
+    last = space.physical_to_lambda(space.join_physical(probabilities[-1], magnitudes[-1]))
+    moved = np.abs(last - space.initial_lambda())    # in logits
+    # The last entry is λ at the start of epoch 2: 2 epochs × 4 rounds of Adam steps, each
+    # about hyper_lr long. Some coordinate kept one direction for most of them, and most moved.
+    adam_reach = 2 * 4 * tiny_config().hyper_lr
+    assert moved.max() > 0.5 * adam_reach
+    assert (moved > 1e-3).sum() > 20
     assert not np.array_equal(probabilities[0], probabilities[-1])  # it keeps moving per epoch
 
 
 def test_lambda_steps_lower_the_validation_loss(tmp_path):
     """Adam's λ steps go downhill: the same validation data have a lower loss afterwards."""
-    from hbacli.data import load_dataset
+    from hbacli.datasets import load_dataset
 
     cfg = tiny_config(val_size=32)  # one validation batch: the λ steps all see it
     splits = load_dataset(cfg.dataset, None, cfg.train_size, cfg.val_size, cfg.split_seed)
@@ -106,7 +110,7 @@ def test_lambda_steps_lower_the_validation_loss(tmp_path):
 
 def test_lambda_step_leaves_the_hypernetwork_untouched():
     """The λ step gives φ no gradient and no update, and φ trains again afterwards."""
-    from hbacli.data import load_dataset
+    from hbacli.datasets import load_dataset
 
     cfg = tiny_config()
     splits = load_dataset(cfg.dataset, None, cfg.train_size, cfg.val_size, cfg.split_seed)
@@ -193,7 +197,7 @@ def _initial_arrays():
 
 def test_centred_hyper_layers_start_as_the_plain_network():
     """Fed λ − λ0, the hypernetwork at λ0 is exactly φ0 (its plain network), whatever λ0."""
-    from hbacli.data import load_dataset
+    from hbacli.datasets import load_dataset
 
     cfg = tiny_config()
     splits = load_dataset(cfg.dataset, None, cfg.train_size, cfg.val_size, cfg.split_seed)
@@ -220,6 +224,7 @@ def _common_mode_share(tmp_path, name, **overrides) -> float:
 
 
 @pytest.mark.parametrize("seed", [0, 1])
+@pytest.mark.slow
 def test_lambda_moves_per_coordinate_not_all_together(tmp_path, seed):
     """The common-mode artefact of issue 11: fed raw logits (all ≈ −2.94), the hyper-layers make
     the mean of λ a global knob and all 54 coordinates rise together (measured on this tiny
@@ -291,6 +296,7 @@ def test_interrupted_then_resumed_equals_uninterrupted(tmp_path, uninterrupted):
 
 
 @pytest.mark.skipif(not has_cpp_compiler(), reason="torch.compile needs a C++ compiler")
+@pytest.mark.slow
 def test_compiled_search_moves_lambda_and_its_checkpoint_resumes_uncompiled(tmp_path):
     """--compile: torch.compile in place, so a checkpoint holds the plain keys and a run can go
     on without it (compilation alone takes ~30 s here: one short run)."""
@@ -388,7 +394,7 @@ def test_a_search_whose_data_are_missing_leaves_no_folder_behind(tmp_path):
 def test_search_writes_the_plain_network_at_the_final_lambda(uninterrupted):
     """network.pt: the state dict of --model holding θ̂φ(λ_final), loaded by the README's one
     line, computes what the hypernetwork computes at the final λ (eval mode)."""
-    from hbacli.data import load_dataset
+    from hbacli.datasets import load_dataset
     from hbacli.nets import build_model
     from hbacli.search import CHECKPOINT_NAME, NETWORK_NAME
 
