@@ -50,7 +50,7 @@ ACCURACY_MARGIN = 0.5            # points of test error the schedule may trail b
 PROBABILITY_OF = {oc.label: i for i, oc in enumerate(space.OP_COPIES)}
 
 
-# --------------------------------------------------------------------------- jobs (one process each)
+# ------------------------------------------------------------------------ jobs (one process each)
 
 def _one_thread() -> None:
     import torch

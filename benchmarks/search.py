@@ -38,8 +38,15 @@ from hbacli.loaders import DeviceLoader
 from hbacli.nets import build_model
 from hbacli.pipeline import BaselinePipeline
 from hbacli.presets import SearchConfig, lr_factor, resolve_search_config
-from hbacli.runtime import (autocast, compile_network, device_description, memory_format,
-                            resolve_device, seed_everything, use_cpu_threads)
+from hbacli.runtime import (
+    autocast,
+    compile_network,
+    device_description,
+    memory_format,
+    resolve_device,
+    seed_everything,
+    use_cpu_threads,
+)
 from hbacli.search import LOG_NAME, run_search
 from hbacli.search_engine import rounds_per_epoch
 

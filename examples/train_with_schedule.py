@@ -23,7 +23,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torchvision.transforms import v2
 
-from hbacli.data import load_dataset
+from hbacli.datasets import load_dataset
 from hbacli.replay import ScheduleAugmenter, ScheduleTransform, load_schedule
 
 EXAMPLE_SCHEDULE = Path(__file__).resolve().parent / "example-schedule.json"

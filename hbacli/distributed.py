@@ -8,15 +8,15 @@ CPU); rank 0 alone reads run files (passing what it read on), writes and prints.
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
 
 import torch
 import torch.distributed as dist
 
 from .errors import HbaError
 from .runtime import compile_network, resolve_device
-
 
 # ---------------------------------------------------------------------------------------------
 # Processes: one, or many under torchrun

@@ -56,16 +56,22 @@ from __future__ import annotations
 import csv
 import io
 import math
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 
 from . import space
 from .errors import HbaError
 from .files import atomic_write_text
-from .schedule import (MAX_EPOCHS, MAX_EPOCHS_REASON, Schedule, load_schedule,
-                       schedule_json_text, stretch)
+from .schedule import (
+    MAX_EPOCHS,
+    MAX_EPOCHS_REASON,
+    Schedule,
+    load_schedule,
+    schedule_json_text,
+    stretch,
+)
 
 # The order in which PBA decodes each copy's 15 (probability, level) pairs: ``parse_policy``
 # (pba/data_utils.py) walks ``HP_TRANSFORM_NAMES``, the keys of ``NAME_TO_TRANSFORM``, an

@@ -307,7 +307,7 @@ def _replace_modules(root: nn.Module, replacements: dict[int, nn.Module]) -> nn.
 
 
 def to_hypernetwork(model: nn.Module, strategy: str, num_hyperparameters: int,
-                    v_init_std: float = V_INIT_STD) -> "HyperNetwork":
+                    v_init_std: float = V_INIT_STD) -> HyperNetwork:
     """The hypernetwork of `model` under a weight-sharing strategy, for |λ| = num_hyperparameters.
 
     Works on any nn.Module: the layers that `select_layers` picks are replaced by hyper-layers

@@ -1,5 +1,8 @@
 """The 15 operations of the search space (paper Table 7) on a batch, with per-example magnitudes.
 
+Over 400 lines on purpose: one short builder per op and the four kernel families they feed;
+the op set is one idea, and its builders are easiest to check beside each other.
+
 Every op takes uint8 images N×C×H×W (C = 1 or 3; float images in [0, 255] are accepted and are
 rounded to integers first) on any device and magnitudes (N,) in physical units — already signed
 for the geometric ops — and returns images of the input's dtype and shape on the same device

@@ -1,5 +1,8 @@
 """`hba inspect`: a schedule drawn as the paper's Figure 4, in the terminal and as a PNG.
 
+Over 400 lines on purpose: the terminal and PNG renderings share their scales, ticks and
+labels, so the two pictures say the same thing.
+
 (a) the sum over the 24 op copies with a magnitude of the normalised magnitude
     (m − lo)/(hi − lo), per epoch, as a line plot (braille dots);
 (b) every op copy's probability per epoch as a heat map (one row per op copy, epochs resampled

@@ -1,6 +1,9 @@
 """A(x; p, m): the augmentation function (PBA Algorithm 1; paper Table 7, App. A), batched and
 per image.
 
+Over 400 lines on purpose: the walk and its four execution strategies must draw the same ops
+from the same uniforms, and they are checked against each other here, side by side.
+
 Per image: draw K ∈ {0, 1, 2} with p = .2/.3/.5; walk the 30 op copies in a random order, apply
 each with its own probability, stop once K have been applied (so fewer than K may apply, and both
 copies of one op may apply). Signed ops (the geometric ones) get a random sign (p = 0.5),

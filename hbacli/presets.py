@@ -134,9 +134,9 @@ class TrainingConfig(_Config):
                            "the CPU; mps: Apple GPUs)")
     compile: bool = Field(False, description="torch.compile the network: fused kernels, and on "
                           "CUDA its forward and backward replayed as CUDA graphs (mode "
-                          "reduce-overhead); the first run "
-                          "pays the compilation (~45 s for wrn16_1 on a CPU, then cached), so it "
-                          "pays off on long or repeated runs. Needs a C++ compiler")
+                          "reduce-overhead); the first run pays the compilation (then "
+                          "cached), so it pays off on long or repeated runs. Needs a C++ "
+                          "compiler")
     precision: Precision = Field(
         "auto", description="Precision of the forward passes: auto is bf16 on GPUs with native "
         "bf16 (compute capability >= 8.0), fp16 with a gradient scaler on older GPUs such as "

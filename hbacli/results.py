@@ -45,7 +45,7 @@ class MeanStd(_Strict):
     std: float = Field(description="sample standard deviation over seeds (0 for one seed)")
 
     @classmethod
-    def of(cls, values: list[float]) -> "MeanStd":
+    def of(cls, values: list[float]) -> MeanStd:
         std = statistics.stdev(values) if len(values) > 1 else 0.0
         return cls(mean=statistics.fmean(values), std=std)
 
@@ -60,7 +60,7 @@ class Summary(_Strict):
     test_loss: MeanStd
 
     @classmethod
-    def of(cls, results: list[SeedResult]) -> "Summary":
+    def of(cls, results: list[SeedResult]) -> Summary:
         top5 = [r.test_top5_error for r in results if r.test_top5_error is not None]
         return cls(seeds=len(results),
                    test_error=MeanStd.of([r.test_error for r in results]),

@@ -161,7 +161,8 @@ def device_description(device: torch.device) -> str:
     if device.type == "cuda":
         return f"cuda ({torch.cuda.get_device_name(device)})"
     threads = torch.get_num_threads()
-    return f"cpu ({platform.processor() or platform.machine()}, {threads} thread{'s' * (threads != 1)})"
+    processor = platform.processor() or platform.machine()
+    return f"cpu ({processor}, {threads} thread{'s' * (threads != 1)})"
 
 
 def package_versions() -> dict[str, str]:

@@ -1,5 +1,8 @@
 """The schedule file: what a search produces and everything else reads ("hba-schedule", version 1).
 
+Over 400 lines on purpose: the format is one idea (models, validation, reading, writing,
+stretching), and splitting it would scatter the rules a reader checks a file against.
+
 A schedule is the augmentation policy for every epoch of training: for each of the 30 op copies
 of ``hbacli.space`` (15 operations × 2 copies, in ``OP_COPIES`` order) the probability of applying
 it and its magnitude, in physical units (degrees, shear factor, fraction of image size, ...).
@@ -125,7 +128,7 @@ class Schedule(_Strict):
     provenance: Provenance | None = None
 
     @model_validator(mode="after")
-    def _check(self) -> "Schedule":
+    def _check(self) -> Schedule:
         problem = _first_problem(self)
         if problem is not None:
             raise ValueError(problem)
@@ -133,7 +136,7 @@ class Schedule(_Strict):
 
     @classmethod
     def from_arrays(cls, probabilities: np.ndarray, magnitudes: np.ndarray,
-                    provenance: Provenance | None = None) -> "Schedule":
+                    provenance: Provenance | None = None) -> Schedule:
         """Build a schedule from (epochs, 30) arrays in physical units.
 
         Magnitudes of probability-only ops are ignored (NaN is fine). Values a few float32

@@ -20,8 +20,12 @@ import hbacli.search
 from hbacli.checkpoint import checkpoint_bytes, config_differences, read_checkpoint
 from hbacli.cli import app
 from hbacli.errors import HbaError
-from hbacli.presets import (EvaluateConfig, SearchConfig, resolve_evaluate_config,
-                            resolve_search_config)
+from hbacli.presets import (
+    EvaluateConfig,
+    SearchConfig,
+    resolve_evaluate_config,
+    resolve_search_config,
+)
 
 
 @pytest.fixture

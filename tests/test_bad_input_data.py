@@ -15,8 +15,8 @@ import shutil
 import struct
 import tarfile
 import zlib
+from collections.abc import Callable, Iterable
 from pathlib import Path
-from typing import Callable, Iterable
 
 import numpy as np
 import pytest

@@ -213,7 +213,7 @@ def test_a_diverging_run_stops_with_the_setting_to_change(tmp_path, kind):
     assert again.exit_code == 0, again.output                 # restartable
 
 
-# ---- the lock and failed starts -------------------------------------------------------------------
+# ---- the lock and failed starts ----------------------------------------------------------------
 
 def _dead_pid() -> int:
     done = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],

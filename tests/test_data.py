@@ -17,16 +17,15 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from conftest import CIFAR_CLASSES, TEST_DATA
 from PIL import Image
 
 from hbacli import datasets, decode, imagefolder
 from hbacli.datasets import load_dataset
+from hbacli.errors import HbaError
 from hbacli.loaders import DeviceLoader, StreamingLoader, make_loader
 from hbacli.pipeline import BaselinePipeline, cutout, random_crop, random_flip, random_resized_crop
-from hbacli.errors import HbaError
 from hbacli.space import FILL
-
-from conftest import CIFAR_CLASSES, TEST_DATA
 
 SHIPPED_TRAIN, SHIPPED_TEST = 100, 20      # images per class in tests/data/cifar10-jpeg.tar.gz
 

@@ -23,7 +23,6 @@ from hbacli.results import EvaluationResults
 from hbacli.runs import LOCK_NAME
 from hbacli.schedule import Schedule, save_schedule
 
-
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 

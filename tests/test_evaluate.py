@@ -13,17 +13,16 @@ import torch
 from typer.testing import CliRunner
 
 from hbacli import space
-from hbacli.cli import app
-from hbacli.errors import HbaError
 from hbacli.baselines import torchvision_policy
 from hbacli.batches import PerImageBatches
+from hbacli.cli import app
 from hbacli.distributed import Ranks
+from hbacli.errors import HbaError
 from hbacli.evaluate import LOG_FIELDS, run_evaluation, seed_checkpoint_path
 from hbacli.presets import lr_factor, resolve_evaluate_config
 from hbacli.results import EvaluationResults
 from hbacli.runtime import has_cpp_compiler
 from hbacli.schedule import Schedule, save_schedule
-
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 

@@ -7,10 +7,16 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from hbacli.errors import HbaError
 from hbacli.catalogue import STRATEGIES
-from hbacli.hyper import (HyperBatchNorm2d, HyperConv2d, HyperLayer, HyperLinear,
-                          HyperNetwork, to_hypernetwork)
+from hbacli.errors import HbaError
+from hbacli.hyper import (
+    HyperBatchNorm2d,
+    HyperConv2d,
+    HyperLayer,
+    HyperLinear,
+    HyperNetwork,
+    to_hypernetwork,
+)
 from hbacli.nets import build_model
 
 N_HYPER = 7

@@ -12,17 +12,15 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from conftest import CIFAR_CLASSES
 from PIL import Image, ImageOps
 from typer.testing import CliRunner
 
 from hbacli import decode, imagefolder, pipeline
 from hbacli.catalogue import FAMILIES
 from hbacli.datasets import load_dataset
-from hbacli.pipeline import BaselinePipeline
 from hbacli.errors import HbaError
-
-from conftest import CIFAR_CLASSES
-
+from hbacli.pipeline import BaselinePipeline
 
 # Every test decodes into its own cache, with no HBA_DATA from the environment.
 pytestmark = pytest.mark.usefixtures("isolated_cache")
@@ -53,7 +51,8 @@ def _load(path: Path, **kwargs):
 
 
 def _message(capsys) -> str:
-    lines = [line for line in capsys.readouterr().err.splitlines() if line.startswith("imagefolder:")]
+    err = capsys.readouterr().err
+    lines = [line for line in err.splitlines() if line.startswith("imagefolder:")]
     assert len(lines) == 1, lines
     return lines[0]
 
@@ -177,8 +176,9 @@ def test_a_zip_gives_the_same_dataset_as_its_tar(tmp_path, cifar_archive, capsys
     from_tar, from_zip = _load(cifar_archive), _load(zipped)
     assert from_zip.classes == from_tar.classes == list(CIFAR_CLASSES)
     for split in ("train", "test"):
-        assert torch.equal(getattr(from_zip, f"{split}_images"), getattr(from_tar, f"{split}_images"))
-        assert torch.equal(getattr(from_zip, f"{split}_labels"), getattr(from_tar, f"{split}_labels"))
+        for part in ("images", "labels"):
+            name = f"{split}_{part}"
+            assert torch.equal(getattr(from_zip, name), getattr(from_tar, name))
     assert from_zip.image_size == 32 and len(from_zip.train_labels) == 1000
 
 

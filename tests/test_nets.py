@@ -6,8 +6,8 @@ import pytest
 import torch
 import torch.nn as nn
 
-from hbacli.errors import HbaError
 from hbacli.catalogue import MODELS
+from hbacli.errors import HbaError
 from hbacli.nets import build_model
 from hbacli.nets.pyramidnet import PyramidNet, shake_drop
 from hbacli.nets.shakeshake import shake_shake

@@ -11,9 +11,8 @@ from PIL import Image
 from hbacli import space
 from hbacli.errors import HbaError
 from hbacli.replay import ScheduleAugmenter, ScheduleTransform, schedule_tables
-from hbacli.seeds import derive_seed
 from hbacli.schedule import Schedule
-
+from hbacli.seeds import derive_seed
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 

@@ -13,8 +13,15 @@ import pytest
 
 from hbacli import space
 from hbacli.errors import HbaError
-from hbacli.schedule import (FORMAT_NAME, FORMAT_VERSION, Provenance, Schedule, load_schedule,
-                             save_schedule, stretch)
+from hbacli.schedule import (
+    FORMAT_NAME,
+    FORMAT_VERSION,
+    Provenance,
+    Schedule,
+    load_schedule,
+    save_schedule,
+    stretch,
+)
 
 EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "example-schedule.json"
 

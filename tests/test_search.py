@@ -11,15 +11,14 @@ import torch
 from typer.testing import CliRunner
 
 from hbacli import space
-from hbacli.cli import app
-from hbacli.checkpoint import config_differences
-from hbacli.errors import HbaError
 from hbacli.catalogue import STRATEGIES
-from hbacli.presets import resolve_search_config
+from hbacli.checkpoint import config_differences
+from hbacli.cli import app
+from hbacli.errors import HbaError
+from hbacli.plots import top_ops
+from hbacli.presets import lr_factor, resolve_search_config
 from hbacli.runtime import has_cpp_compiler
 from hbacli.schedule import load_schedule
-from hbacli.plots import top_ops
-from hbacli.presets import lr_factor
 from hbacli.search import LOG_FIELDS, RESUME_IGNORED_FIELDS, run_search
 from hbacli.search_engine import SearchEngine
 
@@ -377,7 +376,8 @@ def test_cli_explains_a_damaged_checkpoint_and_an_unwritable_out(tmp_path):
     result = CliRunner().invoke(app, ["search", "--dataset", "digits", "--out",
                                       str(tmp_path / "a-file" / "s.json"), "--run-dir",
                                       str(tmp_path / "other")])
-    assert result.exit_code == 2 and "folder of --out" in result.output and "is a file" in result.output
+    assert result.exit_code == 2
+    assert "folder of --out" in result.output and "is a file" in result.output
     assert not (tmp_path / "other").exists()
 
 
