@@ -178,6 +178,11 @@ class SearchConfig(TrainingConfig):
     hyper_input: HyperInput = Field(
         "centred", description="What the hyper-layers are fed: centred is λ − λ0 (λ0: the "
         "starting λ), raw is λ itself (the paper's literal form); the same family of functions")
+    perturbation: Literal["independent", "antithetic"] = Field(
+        "independent", description="How the φ step's examples draw ε: independent (the paper), "
+        "or antithetic: each image twice in the batch, with +ε and −ε and the same random "
+        "augmentation draws, so the image's own share of the gradient cancels and what is left "
+        "is how λ matters (each ε is still N(0, σ²); half as many distinct images per step)")
     hyper_v_init: Real = Field(0.01, ge=0, description="φV ~ N(0, (hyper_v_init/√|λ|)²) at "
                                "the start; 0: the hyper-layers start exactly at φ0 and learn "
                                "from the perturbed training examples which way λ matters")

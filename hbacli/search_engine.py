@@ -242,14 +242,22 @@ class SearchEngine:
     def train_step(self, images: torch.Tensor, labels: torch.Tensor) -> None:
         """Eq. 13: SGD on φ with per-example λ_i = λ + ε_i driving augmentation and network."""
         images, labels = self._share(images, labels)
-        noise = torch.randn(images.shape[0], space.NUM_HYPERPARAMETERS, device=self.device,
-                            generator=self.generator)
+        antithetic = self.cfg.perturbation == "antithetic"
+        if antithetic:   # the batch's first half, each image twice: with +ε, then with −ε
+            half = images.shape[0] // 2
+            images, labels = images[:half].repeat(2, 1, 1, 1), labels[:half].repeat(2)
+        noise = torch.randn(images.shape[0] // (1 + antithetic), space.NUM_HYPERPARAMETERS,
+                            device=self.device, generator=self.generator)
+        if antithetic:
+            noise = torch.cat([noise, -noise])
         lam_i = self.lam.detach() + self.cfg.sigma * noise
-        probabilities, magnitudes = physical_from_lambda(lam_i)
-        x = augment_batch(images, probabilities, magnitudes, generator=self.generator,
-                          kernels=self.kernels)
-        x = self.pipeline.train(x, generator=self.generator)
-        x = x.contiguous(memory_format=self.memory_format)
+        if antithetic:   # common random numbers: both halves draw the same ops, signs, crops
+            state = self.generator.get_state()
+            first = self._augmented(images[:half], lam_i[:half])
+            self.generator.set_state(state)
+            x = torch.cat([first, self._augmented(images[half:], lam_i[half:])])
+        else:
+            x = self._augmented(images, lam_i)
         self.train_net.train()
         with self.precision.autocast():
             loss = F.cross_entropy(self.train_net(x, self.hyper_input(lam_i)), labels)
@@ -260,6 +268,14 @@ class SearchEngine:
         self.lr_scheduler.step()
         self._train_loss_sum += loss.detach() * labels.shape[0]
         self._train_count += labels.shape[0]
+
+    def _augmented(self, images: torch.Tensor, lam_i: torch.Tensor) -> torch.Tensor:
+        """The policy at each example's λ_i, then the baseline pipeline: the network's input."""
+        probabilities, magnitudes = physical_from_lambda(lam_i)
+        x = augment_batch(images, probabilities, magnitudes, generator=self.generator,
+                          kernels=self.kernels)
+        x = self.pipeline.train(x, generator=self.generator)
+        return x.contiguous(memory_format=self.memory_format)
 
     def hyper_step(self, images: torch.Tensor, labels: torch.Tensor, update: bool = True) -> None:
         """Eq. 11: Adam on λ from an unaugmented validation batch at the unperturbed λ."""

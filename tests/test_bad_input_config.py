@@ -271,6 +271,7 @@ SEARCH_FIELDS = {
     "momentum": (["--momentum", "0.6"], 0.5, 0.6),
     "nesterov": (["--nesterov"], False, True),
     "hyper_v_init": (["--hyper-v-init", "0.03"], 0.02, 0.03),
+    "perturbation": (["--perturbation", "antithetic"], "independent", "antithetic"),
 }
 
 

@@ -413,3 +413,25 @@ def test_search_writes_the_plain_network_at_the_final_lambda(uninterrupted):
         expected = engine.hypernet(x, engine.hyper_input(engine.lam))
         assert torch.allclose(network(x), expected, atol=1e-5)
         assert not torch.allclose(network(x), engine.hypernet(x, engine.lam), atol=1e-3)
+
+
+def test_antithetic_pairs_share_their_draws_and_mirror_their_noise():
+    """perturbation=antithetic: each image twice, with λ0 + ε and λ0 − ε, and the same random
+    draws (ops, signs, crops, Cutout): with σ = 0 the two copies are the same pixels."""
+    from hbacli.datasets import load_dataset
+
+    cfg = tiny_config(perturbation="antithetic")
+    splits = load_dataset(cfg.dataset, None, cfg.train_size, cfg.val_size, cfg.split_seed)
+    seen = []
+    for sigma in (0.0, 1.0):
+        engine = SearchEngine(cfg.model_copy(update={"sigma": sigma}), splits, torch.device("cpu"))
+        engine.train_net.register_forward_pre_hook(lambda _, args: seen.append(args))
+        images, labels = next(iter(engine.train_loader))
+        engine.train_step(images, labels)
+    (same_x, _), (x, fed) = seen
+    half = cfg.batch_size // 2
+    assert x.shape[0] == 2 * half
+    assert torch.equal(same_x[:half], same_x[half:])
+    # centred: ±ε, up to float rounding of (λ0 ± ε) − λ0
+    assert torch.allclose(fed[:half], -fed[half:], atol=1e-6) and fed.abs().max() > 1
+    assert not torch.equal(x[:half], x[half:])     # ε moved some op across its threshold
