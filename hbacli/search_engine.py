@@ -10,8 +10,8 @@ through their own loader.
 Hypernetwork step (Eq. 13): each example i of a training batch gets its own λ_i = λ + ε_i,
 ε_i ~ N(0, σ²) fresh every step (``perturbation=antithetic``: half the batch's images twice,
 with +ε_i and −ε_i and the same random draws); the example is augmented with A(x_i; λ_i),
-passed through the baseline pipeline, and through the hypernetwork at λ_i; SGD (momentum, nesterov, weight
-decay) updates φ only.
+passed through the baseline pipeline, and through the hypernetwork at λ_i; SGD (momentum,
+nesterov, weight decay) updates φ only.
 
 λ step (Eq. 11): an unaugmented validation batch, the hypernetwork at the unperturbed λ,
 Adam (constant learning rate α') on λ only. λ's gradient comes only through the hyper-layers:
