@@ -12,11 +12,14 @@ Where the images come from, in order:
    in for a missing ``test/``): ``imagefolder.py``;
 3. a torchvision download into the data directory.
 
-The embedded digits are read from package data; full ImageNet is listed, not decoded, and
-streamed by ``loaders.StreamingLoader``. Decoding is ``decode.py``, the decoded-image cache
-``dataset_cache.py``. Nothing is ever written into a folder data is read from (except
-torchvision's own download, which the user asked for); a download that fails removes the
-folders it created.
+The embedded digits are read from package data; full ImageNet, and an imagefolder tree too
+large for memory, are listed, not decoded, and streamed by ``loaders.StreamingLoader``.
+Decoding is ``decode.py``, the decoded-image cache ``dataset_cache.py``. Nothing is ever
+written into a folder data is read from (except torchvision's own download, which the user
+asked for); a download that fails removes the folders it created.
+
+Over 400 lines on purpose: every way a name becomes splits (read, decoded, or streamed) is
+here side by side, so each path's sizes, stats and errors can be checked against the others.
 """
 
 from __future__ import annotations
@@ -35,10 +38,12 @@ import torch.nn.functional as F
 
 from .catalogue import IMAGEFOLDER_PREFIX, dataset_entry
 from .dataset_cache import Pool, cached, store
+from .decode import decode_file
 from .errors import HbaError, one_line
 from .files import cache_dir, outermost_missing, remove_created
 from .imagefolder import (
     FileList,
+    StreamedFolder,
     folder_candidates,
     folder_pool,
     imagefolder_pool,
@@ -49,6 +54,10 @@ from .imagefolder import (
 log = logging.getLogger("hba.data")
 
 STREAM_SIDE = 256          # full ImageNet: workers hand out 256×256 uint8 crops
+# A streamed imagefolder's mean and std come from a sample of its training images: at most
+# this many, and at most this many bytes.
+STATS_SAMPLE_IMAGES = 5000
+STATS_SAMPLE_BYTES = 256 * 2**20
 REDUCED_IMAGENET_SIDE = 32
 REDUCED_IMAGENET_CLASSES = 120
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -215,6 +224,8 @@ def load_dataset(name: str, data_dir: str | os.PathLike | None = None,
     elif entry.source == "imagefolder":
         pool = imagefolder_pool(name[len(IMAGEFOLDER_PREFIX):], data_root, cache_root,
                                 image_size)
+        if isinstance(pool, StreamedFolder):
+            return _streamed_folder_splits(name, pool, train_size, val_size, split_seed)
         if pool.note:
             print(f"imagefolder: {pool.note}", file=sys.stderr, flush=True)
         # A user's data has no published split: a fifth (at most 10,000) validates.
@@ -368,13 +379,32 @@ def _find_file_list(name: str, source: _Source, root: Path) -> FileList:
                    "HBA_DATA at it")
 
 
-# --------------------------------------------------------------------------- streamed ImageNet
+# --------------------------------------------------------------------------- streamed data
+
+def _streamed_folder_splits(name: str, streamed: StreamedFolder, train_size: int | None,
+                            val_size: int | None, split_seed: int) -> ImageSplits:
+    """An imagefolder tree too large for memory, streamed at its side; mean and std from a
+    sample of its training split (STATS_SAMPLE_IMAGES, STATS_SAMPLE_BYTES)."""
+    files, side = streamed.files, streamed.side
+    default_val = min(10000, len(files.train_labels) // 5)
+    splits = _streamed_splits(name, "imagefolder", files, train_size,
+                              default_val if val_size is None else val_size, split_seed, side)
+    paths = splits.files["train"]
+    count = max(1, min(len(paths), STATS_SAMPLE_IMAGES, STATS_SAMPLE_BYTES // (3 * side * side)))
+    sample = np.random.default_rng(split_seed).choice(len(paths), count, replace=False)
+    images = np.stack([decode_file(paths[i], side) for i in np.sort(sample)])
+    splits.mean, splits.std = channel_stats(images)
+    print(f"imagefolder: {len(files.train_labels) + len(files.test_labels):,} images at "
+          f"{side}×{side} would overfill memory: streamed from their files (mean and std from "
+          f"{count:,} training images)", file=sys.stderr, flush=True)
+    return splits
+
 
 def _streamed_splits(name: str, family: str, files: FileList, train_size: int | None,
-                     val_size: int, split_seed: int) -> ImageSplits:
+                     val_size: int, split_seed: int, side: int = STREAM_SIDE) -> ImageSplits:
     train_idx, val_idx = split_indices(len(files.train_labels), train_size, val_size,
                                        split_seed, name)
-    empty = torch.zeros((0, 3, STREAM_SIDE, STREAM_SIDE), dtype=torch.uint8)
+    empty = torch.zeros((0, 3, side, side), dtype=torch.uint8)
     return ImageSplits(
         name=name, family=family, classes=files.classes,
         train_images=empty, train_labels=torch.from_numpy(files.train_labels[train_idx]),
@@ -383,4 +413,5 @@ def _streamed_splits(name: str, family: str, files: FileList, train_size: int | 
         mean=IMAGENET_MEAN, std=IMAGENET_STD, train_index=train_idx, val_index=val_idx,
         files={"train": [files.train_paths[i] for i in train_idx],
                "val": [files.train_paths[i] for i in val_idx],
-               "test": list(files.test_paths)})
+               "test": list(files.test_paths)},
+        image_size=side)

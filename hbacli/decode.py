@@ -30,8 +30,16 @@ from .errors import HbaError, one_line
 TORCHVISION_MAX_SIDE = 64
 MIXED_SIZE_SIDE = 32
 # Decoded images live in memory (then on the device): a set larger than this fraction of the
-# machine's RAM is refused before it is decoded (imagefolder data is not streamed yet).
+# machine's RAM is not decoded; an imagefolder tree is then streamed from its files instead.
 MEMORY_FRACTION = 0.25
+
+
+class TooLargeForMemory(HbaError):
+    """The decoded images would overfill memory; ``side`` is the size they were decoded at."""
+
+    def __init__(self, message: str, side: int):
+        super().__init__(message)
+        self.side = side
 
 
 class _MixedSizes(Exception):
@@ -97,10 +105,10 @@ def _check_fits(count: int, side: int) -> None:
     """HbaError (one line) when count images of side×side would overfill memory."""
     need, total = count * 3 * side * side, _memory_bytes()
     if total is not None and need > MEMORY_FRACTION * total:
-        raise HbaError(f"{count:,} images at {side}×{side} take {need / 2**30:.1f} GiB in memory, "
-                       f"over {MEMORY_FRACTION:.0%} of this machine's {total / 2**30:.1f} GiB "
-                       "(imagefolder data is held in memory, not streamed); choose a smaller "
-                       "--image-size or fewer images")
+        raise TooLargeForMemory(
+            f"{count:,} images at {side}×{side} take {need / 2**30:.1f} GiB in memory, over "
+            f"{MEMORY_FRACTION:.0%} of this machine's {total / 2**30:.1f} GiB; choose a smaller "
+            "--image-size or fewer images", side)
 
 
 def _read(payload: bytes | Path, where: str) -> bytes:
@@ -189,6 +197,11 @@ def _pil_rgb8(im):
             grey = np.clip(grey, 0, 65535)
         im = Image.fromarray((grey >> 8).astype(np.uint8))
     return im if im.mode == "RGB" else im.convert("RGB")
+
+
+def decode_file(path: str | Path, side: int) -> np.ndarray:
+    """One image file as the in-memory decoder makes it at ``side``: uint8 3×side×side."""
+    return _pil_decode(Path(path), side)
 
 
 def _pil_decode(payload: bytes | Path, side: int | None, where: str | None = None) -> np.ndarray:

@@ -22,7 +22,7 @@ from pathlib import Path, PurePosixPath
 import numpy as np
 
 from .dataset_cache import Pool, cached
-from .decode import decode_sized
+from .decode import TooLargeForMemory, decode_sized
 from .errors import HbaError, one_line
 
 log = logging.getLogger("hba.data")
@@ -52,6 +52,15 @@ class FileList:
     test_labels: np.ndarray
 
 
+@dataclass
+class StreamedFolder:
+    """An imagefolder tree too large for memory: its files, streamed at side×side (shorter side
+    resized, centre crop: the images the in-memory path would have decoded)."""
+
+    files: FileList
+    side: int
+
+
 # --------------------------------------------------------------------------- where to look
 
 def folder_candidates(root: Path, stems: Sequence[str], archives: bool = True) -> list[Path]:
@@ -69,8 +78,9 @@ def looked_for(stems: Sequence[str], archives: bool = True) -> str:
 
 
 def imagefolder_pool(path_text: str, data_root: Path, cache: Path,
-                     image_size: int | None = None) -> Pool:
-    """``imagefolder:PATH``: PATH as given, else under the data directory; decoded and cached."""
+                     image_size: int | None = None) -> Pool | StreamedFolder:
+    """``imagefolder:PATH``: PATH as given, else under the data directory; decoded and cached,
+    or, for a tree whose decoded images would overfill memory, its file list (streamed)."""
     if not path_text:
         raise HbaError("imagefolder needs a path: imagefolder:PATH (a directory with train/ and "
                        "test/, or a .tar/.tar.gz/.zip of one)")
@@ -83,7 +93,14 @@ def imagefolder_pool(path_text: str, data_root: Path, cache: Path,
         raise HbaError(f"imagefolder path not found: {' or '.join(map(str, tried))} (give a "
                        "directory with train/<class>/ and test/<class>/, or a .tar/.tar.gz/.zip "
                        "of one)")
-    return folder_pool(path, cache, "imagefolder", side=image_size)
+    try:
+        return folder_pool(path, cache, "imagefolder", side=image_size)
+    except TooLargeForMemory as exc:
+        if not path.is_dir():   # workers read files; an archive would be read whole by each
+            raise HbaError(f"{exc}, or extract {path.name} into a folder, which hba streams "
+                           "from its files") from None
+        return StreamedFolder(tree_file_list(path), exc.side)
+
 
 
 # --------------------------------------------------------------------------- records

@@ -17,6 +17,7 @@ import numpy as np
 import torch
 
 from .datasets import STREAM_SIDE, ImageSplits
+from .decode import decode_file
 from .errors import HbaError
 from .seeds import Stream, derive_seed
 
@@ -88,15 +89,19 @@ class _ImageFiles(torch.utils.data.Dataset):
     """
 
     def __init__(self, paths: Sequence[str], labels: torch.Tensor, side: int, random_crop: bool,
-                 seed: int):
+                 seed: int, fit: bool = False):
         self.paths, self.labels, self.side = list(paths), labels, side
-        self.random_crop, self.seed, self.epoch = random_crop, seed, 0
+        self.random_crop, self.seed, self.epoch, self.fit = random_crop, seed, 0, fit
 
     def __len__(self) -> int:
         return len(self.paths)
 
     def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
         from PIL import Image
+
+        if self.fit:   # a streamed imagefolder: the image its in-memory twin would hold
+            image = np.ascontiguousarray(decode_file(self.paths[i], self.side))
+            return torch.from_numpy(image), self.labels[i]
 
         with Image.open(self.paths[i]) as im:
             im.draft("RGB", (self.side, self.side))
@@ -124,13 +129,13 @@ class StreamingLoader:
 
     def __init__(self, paths: Sequence[str], labels: torch.Tensor, batch_size: int, device,
                  shuffle: bool = True, drop_last: bool = True, seed: int = 0,
-                 num_workers: int | None = None, side: int = STREAM_SIDE):
+                 num_workers: int | None = None, side: int = STREAM_SIDE, fit: bool = False):
         if len(paths) != len(labels):
             raise ValueError(f"{len(paths)} files but {len(labels)} labels")
         _check_batching(len(paths), batch_size, drop_last)
         self.device = torch.device(device)
         self.files = _ImageFiles(paths, labels.to(torch.int64), side, random_crop=shuffle,
-                                 seed=seed)
+                                 seed=seed, fit=fit)
         self.batch_size, self.shuffle, self.drop_last = batch_size, shuffle, drop_last
         self.seed, self.epoch = seed, 0
         self.num_workers = min(8, os.cpu_count() or 1) if num_workers is None else num_workers
@@ -171,7 +176,10 @@ def make_loader(splits: ImageSplits, split: str, batch_size: int, device,
     drop_last = split == "train" if drop_last is None else drop_last
     labels = getattr(splits, f"{split}_labels")
     if splits.files is not None:
+        # full ImageNet: random crops of 256² (then the ImageNet pipeline); a streamed
+        # imagefolder: the images its in-memory twin would hold, at its own side
         return StreamingLoader(splits.files[split], labels, batch_size, device, shuffle,
-                               drop_last, seed)
+                               drop_last, seed, side=splits.image_size or STREAM_SIDE,
+                               fit=splits.family == "imagefolder")
     return DeviceLoader(getattr(splits, f"{split}_images"), labels, batch_size, device, shuffle,
                         drop_last, seed)

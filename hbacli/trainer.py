@@ -78,8 +78,9 @@ def load_training_data(cfg: EvaluateConfig) -> TrainingData:
     splits = load_dataset(cfg.dataset, cfg.data_dir, cfg.train_size, val_size, cfg.split_seed,
                           image_size=cfg.image_size)
     if splits.files is not None:
-        raise HbaError(f"{cfg.dataset} is streamed from image files, which hba evaluate does not "
-                       "train on yet; use an in-memory dataset (e.g. reduced-imagenet)")
+        raise HbaError(f"{cfg.dataset} is streamed from image files (too large for memory), "
+                       "which hba evaluate does not train on yet; use an in-memory dataset "
+                       "(e.g. reduced-imagenet, or a smaller --image-size)")
     return TrainingData(family=splits.family, num_classes=splits.num_classes,
                         mean=splits.mean, std=splits.std, train_images=splits.train_images,
                         train_labels=splits.train_labels, test_images=splits.test_images,

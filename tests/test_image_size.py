@@ -121,17 +121,63 @@ def test_image_size_for_a_named_dataset_is_a_one_line_error():
     assert "\n" not in message and "imagefolder" in message and "digits" in message
 
 
-def test_a_set_too_large_for_memory_is_refused_before_decoding(tmp_path, cifar_slice,
-                                                               monkeypatch):
+def test_a_tree_too_large_for_memory_is_streamed_with_the_images_it_would_hold(
+        tmp_path, cifar_slice, monkeypatch, capsys):
+    """Over a quarter of memory, a tree is not decoded but streamed from its files: the same
+    images (its in-memory twin's, file by file), its mean and std from its training images."""
+    from hbacli.loaders import StreamingLoader, make_loader
+
     _write_set(tmp_path / "set", cifar_slice, [(48, 48)])
+    twins = {size: _load(tmp_path / "set", image_size=size, cache=tmp_path / "twins")
+             for size in (40, None)}      # cached apart: a cached set would be read back whole
     monkeypatch.setattr(decode, "_memory_bytes", lambda: 4 * 6 * 3 * 40 * 40)  # 25%: 6 of 8
+    capsys.readouterr()
+    for size, side in ((40, 40), (None, 48)):   # the native size is checked too
+        streamed = _load(tmp_path / "set", image_size=size)
+        assert "8 images at" in _message(capsys) and streamed.files is not None
+        twin = twins[size]
+        assert streamed.image_size == side and len(streamed.train_images) == 0
+        assert np.allclose(streamed.mean, twin.mean) and np.allclose(streamed.std, twin.std)
+        for split in ("train", "test"):
+            loader = make_loader(streamed, split, batch_size=2, device="cpu", shuffle=False,
+                                 drop_last=False)
+            assert isinstance(loader, StreamingLoader)
+            loader.num_workers = 0
+            images = torch.cat([x for x, _ in loader])
+            assert torch.equal(images, getattr(twin, f"{split}_images"))
+    assert _load(tmp_path / "set", image_size=20).files is None    # a smaller size fits
+
+
+def test_an_archive_too_large_for_memory_is_refused_in_one_line(tmp_path, cifar_slice,
+                                                                monkeypatch):
+    _write_set(tmp_path / "set", cifar_slice, [(48, 48)])
+    archive = tmp_path / "set.tar"
+    with tarfile.open(archive, "w") as tar:
+        tar.add(tmp_path / "set", arcname=".")
+    monkeypatch.setattr(decode, "_memory_bytes", lambda: 4 * 6 * 3 * 40 * 40)
     with pytest.raises(HbaError) as exc:
-        _load(tmp_path / "set", image_size=40)
+        _load(archive, image_size=40)
     message = str(exc.value)
     assert "\n" not in message and "8 images at 40×40" in message and "--image-size" in message
-    with pytest.raises(HbaError, match="48×48"):                 # the native size is checked too
-        _load(tmp_path / "set")
-    assert _load(tmp_path / "set", image_size=20).image_size == 20   # a smaller size fits
+    assert "extract set.tar into a folder" in message
+
+
+def test_a_search_runs_on_a_streamed_tree_and_evaluate_says_it_cannot(tmp_path, cifar_slice,
+                                                                      monkeypatch):
+    from hbacli.presets import resolve_evaluate_config, resolve_search_config
+    from hbacli.search import run_search
+    from hbacli.trainer import load_training_data
+
+    _write_set(tmp_path / "set", cifar_slice, [(48, 48)], per_class=8, test_per_class=2)
+    monkeypatch.setattr(decode, "_memory_bytes", lambda: 3 * 48 * 48)   # nothing fits
+    name = f"imagefolder:{tmp_path / 'set'}"
+    cfg = resolve_search_config(name, model="wrn16_1", epochs=1, batch_size=4, val_size=4,
+                                device="cpu")
+    schedule = run_search(cfg, out=tmp_path / "s.json", run_dir=tmp_path / "run",
+                          progress=False)
+    assert schedule.epochs == 1 and schedule.provenance.train_size == 12
+    with pytest.raises(HbaError, match="streamed from image files"):
+        load_training_data(resolve_evaluate_config("none", name, "wrn16_1", device="cpu"))
 
 
 # --------------------------------------------------------------------------- the pipeline
