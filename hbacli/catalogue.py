@@ -221,6 +221,12 @@ MODELS: dict[str, str] = {
 }
 
 
+def check_model(name: str) -> None:
+    """HbaError (one line) for a name that is not in ``MODELS``."""
+    if name not in MODELS:
+        raise HbaError(f"unknown model '{name}' (known: {choices(MODELS)})")
+
+
 def choices(table: dict[str, Any]) -> str:
     """'a, b, c': a table's names for help texts and error messages."""
     return ", ".join(table)

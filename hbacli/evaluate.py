@@ -39,7 +39,7 @@ from rich.table import Table
 
 from .baselines import resolve_policy
 from .batches import default_workers
-from .catalogue import MODELS, choices, dataset_family
+from .catalogue import check_model, dataset_family
 from .checkpoint import SETTINGS_WITHOUT_EFFECT, CheckpointFormat, load_network_weights
 from .errors import HbaError
 from .files import json_text
@@ -165,8 +165,7 @@ class EvaluationRun:
         """Check, prepare, train and test every seed, write the results; return them."""
         cfg, ranks = self.cfg, self.ranks
         ranks.from_main(self.files.check)
-        if cfg.model not in MODELS:  # fail before a possibly long dataset download
-            raise HbaError(f"unknown model '{cfg.model}' (known: {choices(MODELS)})")
+        check_model(cfg.model)   # fail before a possibly long dataset download
         dataset_family(cfg.dataset)
         policy = resolve_policy(cfg.policy)
         data = ranks.main_first(lambda: load_training_data(cfg))

@@ -33,7 +33,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from .catalogue import MODELS, choices
+from .catalogue import check_model
 from .checkpoint import SETTINGS_WITHOUT_EFFECT, CheckpointFormat, network_bytes
 from .datasets import ImageSplits, load_dataset
 from .distributed import shard_size
@@ -168,8 +168,7 @@ class SearchRun:
         """Check, prepare, run the epochs, write the results; return the schedule."""
         cfg, ranks = self.cfg, self.ranks
         ranks.from_main(self.files.check)
-        if cfg.model not in MODELS:  # fail before a possibly long dataset download
-            raise HbaError(f"unknown model '{cfg.model}' (known: {choices(MODELS)})")
+        check_model(cfg.model)   # fail before a possibly long dataset download
         shard_size(cfg.batch_size, ranks)   # a global batch that does not split: refused now
         cfg = self.cfg = cfg.model_copy(
             update={"precision": resolve_precision(cfg.precision, self.device).name})

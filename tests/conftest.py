@@ -83,6 +83,18 @@ def isolated_cache(tmp_path, monkeypatch) -> Path:
     return cache
 
 
+@pytest.fixture(autouse=True)
+def _torch_threads_restored():
+    """`hba search`/`hba evaluate` set torch's thread count where they start (an entry point's
+    job); run in-process through CliRunner, they would change it for every later test, and CPU
+    results depend on it (a search resumed on another thread count is not bit-identical)."""
+    import torch
+
+    before = torch.get_num_threads()
+    yield
+    torch.set_num_threads(before)
+
+
 @pytest.fixture(scope="module")
 def one_torch_thread():
     """Tiny nets gain nothing from a second thread and lose much to OpenMP contention when

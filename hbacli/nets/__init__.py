@@ -11,7 +11,7 @@ from collections.abc import Callable
 
 import torch.nn as nn
 
-from ..catalogue import MODELS, choices
+from ..catalogue import check_model
 from ..errors import HbaError
 from .alexnet import AlexNet
 from .pyramidnet import PyramidNet
@@ -41,8 +41,7 @@ _BUILDERS: dict[str, Callable[[int], nn.Module]] = {
 
 def build_model(name: str, num_classes: int) -> nn.Module:
     """A freshly initialised network (no pretrained weights); HbaError on an unknown name."""
-    if name not in _BUILDERS:
-        raise HbaError(f"unknown model '{name}' (choose from: {choices(MODELS)})")
+    check_model(name)
     if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 1:
         raise HbaError(f"num_classes must be a positive integer, got {num_classes!r}")
     return _BUILDERS[name](num_classes)
