@@ -57,7 +57,9 @@ def resolve_policy(text: str) -> TrainingPolicy:
     if not Path(text).exists():
         raise HbaError(f"'{text}' is neither a schedule file nor one of {choices(BASELINES)}")
     schedule = load_schedule(text)
-    values = np.stack([schedule.probabilities(), schedule.magnitudes()])
+    # The policy's fingerprint as before spaces existed, so older runs still resume.
+    values = (np.stack([schedule.probabilities(), schedule.magnitudes()])
+              if schedule.search_space.policy else schedule.values())
     return TrainingPolicy(
         name="schedule", cutout=True, schedule=schedule,
         fingerprint=hashlib.sha256(np.ascontiguousarray(values).tobytes()).hexdigest())

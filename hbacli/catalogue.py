@@ -1,4 +1,5 @@
-"""The catalogue: hba's datasets, dataset families, baselines, strategies and models by name.
+"""The catalogue: hba's datasets, dataset families, baselines, strategies, search spaces,
+methods and models by name.
 
 One table per catalogue, torch-free, read by everything that needs a name or a property: the
 configs and the CLI (choices, presets), the loaders (sizes, sources), the baseline pipeline
@@ -203,6 +204,44 @@ STRATEGIES: dict[str, Strategy] = {
                     "every Conv2d, BatchNorm2d and Linear: no sharing (Self-Tuning Networks)"),
 }
 DEFAULT_STRATEGY = "1st-bn"
+
+
+# --------------------------------------------------------------------------- search spaces
+
+# What λ holds (paper §4.1 and §4.3). Declared in ``spaces.py`` (one row per hyperparameter)
+# with their kernels in ``space_kernels.py``; tests/test_catalogue.py keeps the three in step.
+SPACES: dict[str, str] = {
+    "hba": "the paper's 15 operations in 2 copies: 30 probabilities and 24 magnitudes "
+           "(Table 7, PBA's augmentation function)",
+    "stn": "Self-Tuning Networks' CIFAR AlexNet hyperparameters (§4.3): colour jitter, "
+           "Cutout length and holes, input dropout and scaling, and 7 dropout rates of the "
+           "network (15)",
+}
+DEFAULT_SPACE = "hba"
+
+
+# --------------------------------------------------------------------------- methods
+
+@dataclass(frozen=True)
+class Method:
+    """A hypernetwork method: the search settings it brings (between the dataset's preset and
+    the config file, so a flag still overrides them)."""
+
+    settings: dict[str, Any]
+    summary: str
+
+
+# STN's own choices (Self-Tuning Networks' public code, cnn/hypertrain.py and
+# stn_utils/hyperparameter.py): every layer a hyper-layer, perturbation scale 0.5 learned with
+# an entropy bonus, the hyper-layers fed the raw logits.
+METHODS: dict[str, Method] = {
+    "hba": Method({}, "Hypernetwork-Based Augmentation: the settings of the dataset's preset"),
+    "stn": Method({"strategy": "all", "sigma": 0.5, "perturbation_scale": "learned",
+                   "hyper_input": "raw"},
+                  "Self-Tuning Networks as a baseline: strategy all, perturbation scale 0.5 "
+                  "learned with STN's entropy term, raw λ fed to the hyper-layers"),
+}
+DEFAULT_METHOD = "hba"
 
 
 # --------------------------------------------------------------------------- models

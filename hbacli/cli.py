@@ -162,9 +162,9 @@ def export(
     *,
     format: Annotated[str, typer.Option(
         "--format", "-f", help="json: the schedule itself, validated (stretched with --epochs); "
-        "csv: one row per epoch, a probability and a magnitude column per op copy; pba: PBA's "
-        "schedule log (integer levels 0-10, Posterize 0-9, and probabilities p/10, in PBA's op "
-        "order).")],
+        "csv: one row per epoch, a probability and a magnitude column per op copy, a column per "
+        "scalar; pba (hba space only): PBA's schedule log (integer levels 0-10, Posterize 0-9, "
+        "and probabilities p/10, in PBA's op order).")],
     epochs: Annotated[int | None, typer.Option(
         help="Stretch the schedule linearly to this many epochs first. For pba, PBA's training "
              "epochs (then --hp_policy_epochs the same) replay it exactly.")] = None,
@@ -184,9 +184,9 @@ def export(
 def inspect(
     schedule: Annotated[Path, _path_argument(help="A schedule file (hba-schedule JSON).")],
     png: Annotated[Path | None, _path_option(
-        help="Also write the two panels as a PNG picture.")] = None,
+        help="Also write the panels as a PNG picture.")] = None,
 ) -> None:
-    """Draw a schedule as the paper's Figure 4: magnitudes per epoch and a probability heat map."""
+    """Draw a schedule: the paper's Figure 4 (hba space), or a heat map per kind of scalar."""
     from .plots import inspect_schedule
 
     inspect_schedule(schedule, png=png)

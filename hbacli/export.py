@@ -2,16 +2,21 @@
 
 All formats are made from the validated schedule, stretched first when ``epochs`` is given
 (see ``hbacli.schedule.stretch``; at most ``MAX_EPOCHS``, 10,000). The whole output is built in
-memory and written atomically, so a failure never leaves a file behind.
+memory and written atomically, so a failure never leaves a file behind. json and csv take a
+schedule of any search space; pba only one of the hba space (PBA replays hba's op policy only).
 
 json
-    The schedule itself (format "hba-schedule", version 1), validated and re-written.
+    The schedule itself (format "hba-schedule"), validated and re-written: in its own version
+    (1 or 2), or as version 2 when stretched.
 csv
-    One row per epoch (numbered from 0): ``epoch``, then ``<op>#<copy>_p`` (probability) and
-    ``<op>#<copy>_m`` (magnitude, physical units) for the 30 op copies in ``hbacli.space`` order.
-    The magnitude cell is empty for the probability-only ops AutoContrast, Invert, Equalize.
+    One row per epoch (numbered from 0): ``epoch``, then, when the space has the augmentation
+    policy, ``<op>#<copy>_p`` (probability) and ``<op>#<copy>_m`` (magnitude, physical units) for
+    the 30 op copies in ``hbacli.space`` order (the magnitude cell is empty for the
+    probability-only ops AutoContrast, Invert, Equalize), then one column per scalar of the
+    space, named as the scalar, in the space's order (its value in its unit; e.g. ``hue``,
+    ``cutlength``). The hba space has no scalars, the stn space no op columns.
 pba
-    The schedule log that PBA (arcelien/pba) replays with
+    Only for the hba space. The schedule log that PBA (arcelien/pba) replays with
     ``pba/train.py --use_hp_policy --hp_policy FILE.txt --hp_policy_epochs E``, E being the
     number of epochs of the exported schedule. The file name must end in ``.txt``: PBA reads
     ``--hp_policy`` as a schedule file only then (otherwise as a comma-separated list of ints).
@@ -113,6 +118,7 @@ PBA_LEVEL_VALUES: dict[str, np.ndarray] = {
     "Cutout": _pba_int(20) / PBA_IMAGE_SIZE,
 }
 PBA_TRIAL = "hba"
+PBA_SPACE = "hba"  # PBA's hp_policy is exactly this space's op policy
 
 
 def export_schedule(schedule_path: str | Path, fmt: str, out: str | Path,
@@ -140,16 +146,25 @@ def export_schedule(schedule_path: str | Path, fmt: str, out: str | Path,
 
 
 def csv_text(schedule: Schedule) -> str:
-    labels = [oc.label for oc in space.OP_COPIES]
-    header = ["epoch"] + [f"{label}_{kind}" for label in labels for kind in ("p", "m")]
-    probs, mags = schedule.probabilities(), schedule.magnitudes()
+    """One row per epoch: epoch, the op copies' (probability, magnitude) pairs if the space has
+    the policy, then the scalars (see the module docstring)."""
+    header = ["epoch"]
+    policy = schedule.search_space.policy
+    if policy:
+        labels = [oc.label for oc in space.OP_COPIES]
+        header += [f"{label}_{kind}" for label in labels for kind in ("p", "m")]
+        probs, mags = schedule.probabilities(), schedule.magnitudes()
+    scalars = schedule.scalar_values()
+    header += list(scalars)
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
     writer.writerow(header)
     for epoch in range(schedule.epochs):
         row: list[object] = [epoch]
-        for p, m in zip(probs[epoch], mags[epoch]):
-            row += [float(p), "" if math.isnan(m) else float(m)]
+        if policy:
+            for p, m in zip(probs[epoch], mags[epoch]):
+                row += [float(p), "" if math.isnan(m) else float(m)]
+        row += [float(values[epoch]) for values in scalars.values()]
         writer.writerow(row)
     return buffer.getvalue()
 
@@ -182,6 +197,10 @@ def pba_policy(probabilities: np.ndarray, magnitudes: np.ndarray) -> list[int]:
 
 
 def pba_text(schedule: Schedule) -> str:
+    """PBA's schedule log (see the module docstring); HbaError for a space other than hba."""
+    if schedule.space_name != PBA_SPACE:
+        raise HbaError(f"pba export needs the {PBA_SPACE} space; this schedule's space is "
+                       f"{schedule.space_name}")
     probs, mags = schedule.probabilities(), schedule.magnitudes()
     policies = [pba_policy(probs[e], mags[e]) for e in range(schedule.epochs)]
     starts = [e for e in range(schedule.epochs) if e == 0 or policies[e] != policies[e - 1]]

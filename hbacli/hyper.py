@@ -306,6 +306,18 @@ def _replace_modules(root: nn.Module, replacements: dict[int, nn.Module]) -> nn.
     return root
 
 
+def check_strategy(model: nn.Module, strategy: str) -> list[str]:
+    """The layers ``strategy`` selects in ``model``; HbaError (one line, naming the strategies
+    that fit) when it selects none."""
+    names = select_layers(model, strategy)
+    if not names:
+        kinds = " or ".join(_KIND_NAMES[k] for k in STRATEGIES[strategy].kinds)
+        fitting = [name for name in STRATEGIES if select_layers(model, name)]
+        raise HbaError(f"strategy '{strategy}' selects no layer: {type(model).__name__} has no "
+                       f"{kinds} layer (strategies that fit it: {', '.join(fitting)})")
+    return names
+
+
 def to_hypernetwork(model: nn.Module, strategy: str, num_hyperparameters: int,
                     v_init_std: float = V_INIT_STD) -> HyperNetwork:
     """The hypernetwork of `model` under a weight-sharing strategy, for |λ| = num_hyperparameters.
@@ -318,11 +330,7 @@ def to_hypernetwork(model: nn.Module, strategy: str, num_hyperparameters: int,
             or num_hyperparameters < 1:
         raise HbaError(f"num_hyperparameters must be a positive integer, got "
                        f"{num_hyperparameters!r}")
-    names = select_layers(model, strategy)
-    if not names:
-        kinds = " or ".join(_KIND_NAMES[k] for k in STRATEGIES[strategy].kinds)
-        raise HbaError(f"strategy '{strategy}' selects no layer: {type(model).__name__} has no "
-                       f"{kinds} layer")
+    names = check_strategy(model, strategy)
     model = copy.deepcopy(model)
     modules = dict(model.named_modules())
     replacements = {id(modules[name]): _HYPER_CLASS[_kind(modules[name])](

@@ -1,14 +1,21 @@
-"""`hba inspect`: a schedule drawn as the paper's Figure 4, in the terminal and as a PNG.
+"""`hba inspect`: a schedule drawn in the terminal and as a PNG, in panels that fit its space.
 
 Over 400 lines on purpose: the terminal and PNG renderings share their scales, ticks and
 labels, so the two pictures say the same thing.
+
+A space with the augmentation policy (hba) is drawn as the paper's Figure 4:
 
 (a) the sum over the 24 op copies with a magnitude of the normalised magnitude
     (m − lo)/(hi − lo), per epoch, as a line plot (braille dots);
 (b) every op copy's probability per epoch as a heat map (one row per op copy, epochs resampled
     to the available columns by averaging).
-A short table follows: provenance, and the five most probable op copies at the start, middle and
+Short tables follow: provenance, and the five most probable op copies at the start, middle and
 end of training.
+
+A space of scalars (stn) gets one heat map per kind of scalar ((a) augmentation, (b) dropout),
+a row per scalar: its value per epoch as a fraction (v − lo)/(hi − lo) of its range, since the
+scalars' units differ. Tables follow: provenance, and every scalar's value in its unit at the
+start, middle and end of training (a discrete one also as the whole number it is used as).
 
 Drawing is pure (schedule → rich renderables, schedule → PIL image); ``inspect_schedule`` only
 loads, prints and writes. The terminal drawing takes the console's width, at most 80 columns
@@ -32,7 +39,8 @@ from rich.text import Text
 from . import space
 from .errors import HbaError
 from .files import atomic_write_bytes
-from .schedule import Schedule, load_schedule, stretch_positions
+from .schedule import VERSION_1_SPACE, Schedule, load_schedule, stretch_positions
+from .spaces import KINDS, floor_discrete
 
 MAX_WIDTH = 80
 LABEL_WIDTH = 14  # "AutoContrast#0"
@@ -44,6 +52,9 @@ SHADES = " ░▒▓█"  # heat map without colour, lightest to darkest
 TOP_N = 5
 PANEL_A = f"sum of normalised magnitudes (m-lo)/(hi-lo), {space.NUM_MAGNITUDES} copies"
 PANEL_B = "probability of each op copy per epoch"
+PANEL_SCALARS = "{kind} scalars per epoch, fraction (v-lo)/(hi-lo) of each range"
+PANEL_LETTERS = "abcdefgh"
+RANGE_WIDTH = 60  # the scalars' table shows their ranges from this width on
 
 # A perceptually ordered colour map (viridis' endpoints and three stops between).
 COLORMAP_STOPS = np.array([
@@ -79,8 +90,31 @@ def bin_means(values: np.ndarray, bins: int) -> np.ndarray:
 
 def probability_scale(schedule: Schedule) -> float:
     """Top of the heat map's scale: the largest probability, rounded up to a multiple of 0.05."""
-    top = float(schedule.probabilities().max())
+    return heat_scale(schedule.probabilities())
+
+
+def heat_scale(values: np.ndarray) -> float:
+    """Top of a heat map's scale: the largest value, rounded up to a multiple of 0.05, so that
+    a search that stays near its start (0.05) still shows its changes."""
+    top = float(values.max())
     return max(0.05, float(np.ceil(top / 0.05 - 1e-9) * 0.05))
+
+
+def scalar_groups(schedule: Schedule) -> list[tuple[str, list[int]]]:
+    """(kind, indices into the space's scalars) for each kind the space has, in KINDS order:
+    one panel each."""
+    scalars = schedule.search_space.scalars
+    groups = [(kind, [i for i, s in enumerate(scalars) if s.kind == kind]) for kind in KINDS]
+    return [(kind, indices) for kind, indices in groups if indices]
+
+
+def scalar_fractions(schedule: Schedule) -> np.ndarray:
+    """(epochs, scalars) each scalar's value as the fraction (v − lo)/(hi − lo) of its range."""
+    scalars = schedule.search_space.scalars
+    low = np.array([s.low for s in scalars])
+    high = np.array([s.high for s in scalars])
+    values = np.stack(list(schedule.scalar_values().values()), axis=1)
+    return (values - low) / (high - low)
 
 
 def colormap(fractions: np.ndarray) -> np.ndarray:
@@ -216,19 +250,37 @@ def magnitude_panel(schedule: Schedule, width: int) -> Text:
 
 
 def heatmap_panel(schedule: Schedule, width: int, colour: bool) -> Text:
+    probs = schedule.probabilities()[:, list(HEATMAP_ORDER)]
+    labels = [space.OP_COPIES[i].label for i in HEATMAP_ORDER]
+    return heatmap("b", PANEL_B, labels, probs, probability_scale(schedule), "probability",
+                   width, colour)
+
+
+def scalar_panel(schedule: Schedule, letter: str, kind: str, indices: list[int], width: int,
+                 colour: bool) -> Text:
+    """One kind's scalars, a heat-map row each (see the module docstring)."""
+    fractions = scalar_fractions(schedule)[:, indices]
+    labels = [schedule.search_space.scalars[i].name for i in indices]
+    return heatmap(letter, PANEL_SCALARS.format(kind=kind), labels, fractions,
+                   heat_scale(fractions), "fraction", width, colour)
+
+
+def heatmap(letter: str, title: str, labels: list[str], values: np.ndarray, top: float,
+            scale_label: str, width: int, colour: bool) -> Text:
+    """A labelled row per column of ``values`` (epochs, rows), shaded from 0 to ``top``, with
+    the epoch axis and the legend."""
     columns = width - MARGIN
-    top = probability_scale(schedule)
-    fractions = bin_means(schedule.probabilities(), columns) / top  # (columns, 30)
+    fractions = bin_means(values, columns) / top  # (columns, rows)
     text = Text()
-    text.append("(b) ", style="bold")
-    text.append(PANEL_B + "\n")
-    for i in HEATMAP_ORDER:
-        text.append(f"{space.OP_COPIES[i].label:>{LABEL_WIDTH}}  ", style="dim")
-        text.append_text(shade_cells(fractions[:, i], colour))
+    text.append(f"({letter}) ", style="bold")
+    text.append(title + "\n")
+    for row, label in enumerate(labels):
+        text.append(f"{label:>{LABEL_WIDTH}}  ", style="dim")
+        text.append_text(shade_cells(fractions[:, row], colour))
         text.append("\n")
-    text.append_text(epoch_axis(schedule.epochs, columns))
+    text.append_text(epoch_axis(values.shape[0], columns))
     text.append("\n")
-    text.append_text(legend(top, colour, width))
+    text.append_text(legend(top, colour, width, scale_label))
     return text
 
 
@@ -242,13 +294,13 @@ def shade_cells(fractions: np.ndarray, colour: bool) -> Text:
     return cells
 
 
-def legend(top: float, colour: bool, width: int = MAX_WIDTH) -> Text:
+def legend(top: float, colour: bool, width: int = MAX_WIDTH, label: str = "probability") -> Text:
     """The heat map's scale: a colour bar from 0 to ``top``, or what each shade stands for.
 
     Fits ``width`` columns: the bar shortens, the shades continue on further lines.
     """
     text = Text()
-    text.append(f"{'probability':>{LABEL_WIDTH}}  ", style="dim")
+    text.append(f"{label:>{LABEL_WIDTH}}  ", style="dim")
     room = width - MARGIN
     if colour:
         end = f" {top:.2f}"
@@ -313,11 +365,45 @@ def top_ops_table(schedule: Schedule) -> Table:
     return table
 
 
+def scalar_table(schedule: Schedule, width: int = MAX_WIDTH) -> Table:
+    """Every scalar in its unit at the start, middle and end, grouped as the panels. Names stay
+    whole; in a narrow terminal (under ``RANGE_WIDTH``) the ranges make way for the values,
+    and the short headers (the epochs are in the title) help too."""
+    epochs = key_epochs(schedule.epochs)
+    title = ("scalars at the start (epoch {start}), middle ({middle}) and end ({end})"
+             .format(**epochs))
+    table = Table(box=box.SIMPLE_HEAD, show_edge=False, padding=(0, 1), pad_edge=False,
+                  title=title, title_justify="left")
+    table.add_column("scalar", style="dim", no_wrap=True)
+    ranges = width >= RANGE_WIDTH
+    if ranges:
+        table.add_column("range")
+    for name in epochs:
+        table.add_column(name, justify="right")
+    values = list(schedule.scalar_values().values())
+    for _, indices in scalar_groups(schedule):
+        for i in indices:
+            scalar = schedule.search_space.scalars[i]
+            cells = [_scalar_value(values[i][epoch], scalar.discrete)
+                     for epoch in epochs.values()]
+            limits = [f"[{scalar.low:g}, {scalar.high:g}]"] if ranges else []
+            table.add_row(scalar.name, *limits, *cells)
+    return table
+
+
+def _scalar_value(value: float, discrete: bool) -> str:
+    """A discrete scalar is used as floor(value): show that number too."""
+    text = f"{value:.3g}"
+    return f"{text} (used {floor_discrete(value)})" if discrete else text
+
+
 def title_parts(schedule: Schedule, title: str) -> list[str]:
-    """The file name, then what the schedule is for, for the heading."""
+    """The file name, then what the schedule is for (its space unless the usual hba), for the
+    heading."""
     prov = schedule.provenance
     about = [] if prov is None else [prov.dataset, *([prov.model] if prov.model else [])]
-    return [title, *about, f"{schedule.epochs} epoch{'s' if schedule.epochs != 1 else ''}"]
+    named = [] if schedule.space_name == VERSION_1_SPACE else [f"{schedule.space_name} space"]
+    return [title, *about, *named, f"{schedule.epochs} epoch{'s' if schedule.epochs != 1 else ''}"]
 
 
 def schedule_renderables(schedule: Schedule, title: str, width: int = MAX_WIDTH,
@@ -327,9 +413,17 @@ def schedule_renderables(schedule: Schedule, title: str, width: int = MAX_WIDTH,
     header = Text()
     header.append(first, style="bold")
     header.append("".join(f"  ·  {part}" for part in rest), style="dim")
-    return [header, Text(), magnitude_panel(schedule, width), Text(),
-            heatmap_panel(schedule, width, colour), Text(),
-            provenance_table(schedule), Text(), top_ops_table(schedule)]
+    if schedule.search_space.policy:
+        panels = [magnitude_panel(schedule, width), heatmap_panel(schedule, width, colour)]
+        summary = top_ops_table(schedule)
+    else:
+        panels = [scalar_panel(schedule, letter, kind, indices, width, colour)
+                  for letter, (kind, indices) in zip(PANEL_LETTERS, scalar_groups(schedule))]
+        summary = scalar_table(schedule, width)
+    renderables: list[RenderableType] = [header]
+    for part in [*panels, provenance_table(schedule), summary]:
+        renderables += [Text(), part]
+    return renderables
 
 
 # ---------------------------------------------------------------------------------------------
@@ -341,10 +435,16 @@ PNG_PAD = 20
 PNG_LABEL_W = 130
 PNG_LINE_H = 240
 PNG_ROW_H = 16
+PNG_SCALAR_ROW_H = 24  # a scalar space has a few rows per panel: taller ones read better
 PNG_BAR_W = 16
 INK = (40, 40, 40)
 GRID = (225, 225, 225)
 LINE = (33, 113, 181)
+
+
+PNG_PLOT_X0 = PNG_PAD + PNG_LABEL_W
+PNG_PLOT_X1 = PNG_WIDTH - PNG_PAD - PNG_BAR_W - 60
+PNG_PANEL_GAP = 50 + 28  # below a panel: its epoch axis; above the next: its title
 
 
 def _font(size: int) -> ImageFont.ImageFont | ImageFont.FreeTypeFont:
@@ -352,14 +452,21 @@ def _font(size: int) -> ImageFont.ImageFont | ImageFont.FreeTypeFont:
 
 
 def render_png(schedule: Schedule, title: str) -> Image.Image:
-    """Figure 4 as a picture: (a) the magnitude sum above (b) the probability heat map."""
+    """The terminal's panels as a picture: Figure 4 for the hba space, the scalars' heat maps
+    otherwise."""
+    if schedule.search_space.policy:
+        return _policy_png(schedule, title)
+    return _scalar_png(schedule, title)
+
+
+def _policy_png(schedule: Schedule, title: str) -> Image.Image:
+    """Figure 4: (a) the magnitude sum above (b) the probability heat map."""
     font, small, bold = _font(14), _font(12), _font(16)
-    plot_x0 = PNG_PAD + PNG_LABEL_W
-    plot_x1 = PNG_WIDTH - PNG_PAD - PNG_BAR_W - 60
+    plot_x0, plot_x1 = PNG_PLOT_X0, PNG_PLOT_X1
     plot_w = plot_x1 - plot_x0
     heat_h = PNG_ROW_H * space.NUM_OP_COPIES
     a_top = PNG_PAD + 30 + 28
-    b_top = a_top + PNG_LINE_H + 50 + 28
+    b_top = a_top + PNG_LINE_H + PNG_PANEL_GAP
     height = b_top + heat_h + 50 + PNG_PAD
     image = Image.new("RGB", (PNG_WIDTH, height), "white")
     draw = ImageDraw.Draw(image)
@@ -391,19 +498,48 @@ def render_png(schedule: Schedule, title: str) -> Image.Image:
     _png_epoch_axis(draw, schedule.epochs, plot_x0, plot_w, a_top + PNG_LINE_H, small)
 
     # (b) heat map
-    draw.text((PNG_PAD, b_top - 26), f"(b) {PANEL_B}", fill=INK, font=font)
-    top = probability_scale(schedule)
     probs = schedule.probabilities()[:, list(HEATMAP_ORDER)]  # (epochs, 30 rows)
-    cells = Image.fromarray(colormap(probs.T / top))  # one pixel per (row, epoch)
-    image.paste(cells.resize((plot_w, heat_h), Image.Resampling.NEAREST), (plot_x0, b_top))
-    for row, i in enumerate(HEATMAP_ORDER):
-        label = space.OP_COPIES[i].label
-        draw.text((plot_x0 - 8 - draw.textlength(label, font=small), b_top + row * PNG_ROW_H + 1),
-                  label, fill=INK, font=small)
-    draw.rectangle([plot_x0, b_top, plot_x1, b_top + heat_h], outline=INK)
-    _png_epoch_axis(draw, schedule.epochs, plot_x0, plot_w, b_top + heat_h, small)
-    _png_colour_bar(image, draw, top, plot_x1 + 20, b_top, heat_h, small)
+    labels = [space.OP_COPIES[i].label for i in HEATMAP_ORDER]
+    _png_heatmap(image, draw, f"(b) {PANEL_B}", labels, probs, probability_scale(schedule),
+                 b_top, PNG_ROW_H)
     return image
+
+
+def _scalar_png(schedule: Schedule, title: str) -> Image.Image:
+    """A heat map per kind of scalar, as in the terminal."""
+    groups = scalar_groups(schedule)
+    fractions = scalar_fractions(schedule)
+    tops = [PNG_PAD + 30 + 28]
+    for _, indices in groups:
+        tops.append(tops[-1] + PNG_SCALAR_ROW_H * len(indices) + PNG_PANEL_GAP)
+    image = Image.new("RGB", (PNG_WIDTH, tops[-1] - 28 + PNG_PAD), "white")
+    draw = ImageDraw.Draw(image)
+    draw.text((PNG_PAD, PNG_PAD), "  ·  ".join(title_parts(schedule, title)), fill=INK,
+              font=_font(16))
+    for letter, (kind, indices), top in zip(PANEL_LETTERS, groups, tops):
+        values = fractions[:, indices]
+        labels = [schedule.search_space.scalars[i].name for i in indices]
+        _png_heatmap(image, draw, f"({letter}) {PANEL_SCALARS.format(kind=kind)}", labels,
+                     values, heat_scale(values), top, PNG_SCALAR_ROW_H)
+    return image
+
+
+def _png_heatmap(image: Image.Image, draw: ImageDraw.ImageDraw, heading: str, labels: list[str],
+                 values: np.ndarray, top: float, y: int, row_h: int) -> None:
+    """A titled heat map at ``y``: a labelled row per column of ``values`` (epochs, rows), one
+    pixel column per epoch stretched to the plot, with its epoch axis and colour bar."""
+    small = _font(12)
+    plot_w = PNG_PLOT_X1 - PNG_PLOT_X0
+    heat_h = row_h * len(labels)
+    draw.text((PNG_PAD, y - 26), heading, fill=INK, font=_font(14))
+    cells = Image.fromarray(colormap(values.T / top))  # one pixel per (row, epoch)
+    image.paste(cells.resize((plot_w, heat_h), Image.Resampling.NEAREST), (PNG_PLOT_X0, y))
+    for row, label in enumerate(labels):
+        draw.text((PNG_PLOT_X0 - 8 - draw.textlength(label, font=small),
+                   y + row * row_h + (row_h - 14) / 2), label, fill=INK, font=small)
+    draw.rectangle([PNG_PLOT_X0, y, PNG_PLOT_X1, y + heat_h], outline=INK)
+    _png_epoch_axis(draw, values.shape[0], PNG_PLOT_X0, plot_w, y + heat_h, small)
+    _png_colour_bar(image, draw, top, PNG_PLOT_X1 + 20, y, heat_h, small)
 
 
 def _png_epoch_axis(draw: ImageDraw.ImageDraw, epochs: int, x0: int, width: int, y: int,

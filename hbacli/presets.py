@@ -1,9 +1,9 @@
 """The paper's settings (Table 8: search, Table 9: evaluation) and config resolution.
 
-A run's configuration is resolved in three layers, later ones winning:
-the preset of the dataset (and model), then a ``--config`` file (YAML or JSON), then the
-command-line flags that were given. The result is a validated pydantic model, saved beside
-the run's outputs and in the schedule's provenance.
+A run's configuration is resolved in layers, later ones winning: the preset of the dataset
+(and model), for a search the settings of its ``method`` (``catalogue.METHODS``), then a
+``--config`` file (YAML or JSON), then the command-line flags that were given. The result is
+a validated pydantic model, saved beside the run's outputs and in the schedule's provenance.
 
 Every setting is declared once, as a field of a model below with its description: the same
 field is a key of the config file, a property of the JSON Schema (``hba schema``) and a flag
@@ -37,12 +37,16 @@ from .catalogue import (
     DATASET_NAMES,
     DATASETS,
     DEFAULT_DATASET,
+    DEFAULT_METHOD,
+    DEFAULT_SPACE,
     DEFAULT_STRATEGY,
     EVALUATION_FALLBACK,
     EVALUATION_RECIPES,
     FAMILIES,
     IMAGEFOLDER_PREFIX,
+    METHODS,
     MODELS,
+    SPACES,
     STRATEGIES,
     choices,
     dataset_entry,
@@ -50,6 +54,8 @@ from .catalogue import (
 from .errors import HbaError
 
 Strategy = Literal[tuple(STRATEGIES)]  # type: ignore[valid-type]
+SpaceName = Literal[tuple(SPACES)]  # type: ignore[valid-type]
+MethodName = Literal[tuple(METHODS)]  # type: ignore[valid-type]
 LrSchedule = Literal["cosine", "step", "constant"]
 Device = Literal["auto", "cpu", "cuda", "mps"]
 HyperInput = Literal["centred", "raw"]
@@ -161,12 +167,23 @@ class TrainingConfig(_Config):
 class SearchConfig(TrainingConfig):
     """Everything that defines an HBA search (Algorithm 1)."""
 
+    space: SpaceName = Field(DEFAULT_SPACE, description="Search space, what λ holds: "
+                             + "; ".join(f"{name}: {summary}" for name, summary in SPACES.items()))
+    method: MethodName = Field(DEFAULT_METHOD, description="The method's own settings, applied "
+                               "over the dataset's preset (flags and the config file still win): "
+                               + "; ".join(f"{name}: {m.summary}" for name, m in METHODS.items()))
     strategy: Strategy = Field(DEFAULT_STRATEGY, description="Weight sharing (paper §3.4): "
                                "which layers of the network become hyper-layers; the default "
                                "is the paper's")
     hyper_lr: Real = Field(gt=0, description="α': Adam learning rate of λ (constant)")
     sigma: Real = Field(1.0, ge=0, description="Std of the per-example perturbation ε of λ "
                         "(the default is the paper's)")
+    perturbation_scale: Literal["fixed", "learned"] = Field(
+        "fixed", description="The perturbation's std per hyperparameter: fixed at sigma (the "
+        "paper), or learned from sigma on the λ step with an entropy bonus (Self-Tuning "
+        "Networks; the λ step then sees perturbed λ too)")
+    entropy_weight: Real = Field(1e-5, ge=0, description="τ, weight of the perturbation's "
+                                 "entropy in a learned scale's objective (STN's default)")
     train_steps: Integer = Field(2, gt=0, description="T_train: hypernetwork steps per round")
     val_steps: Integer = Field(1, ge=0, description="T_val: λ steps per round")
     warmup_epochs: Integer = Field(0, ge=0, description="Epochs of hypernetwork steps only, "
@@ -204,6 +221,12 @@ class SearchConfig(TrainingConfig):
         return val_size
 
     @model_validator(mode="after")
+    def _learned_scale_starts_positive(self) -> SearchConfig:
+        if self.perturbation_scale == "learned" and self.sigma == 0:
+            raise ValueError("perturbation_scale 'learned' starts from sigma, which must be > 0")
+        return self
+
+    @model_validator(mode="after")
     def _warmup_before_the_end(self) -> SearchConfig:
         if self.warmup_epochs >= self.epochs:
             raise ValueError(f"warmup_epochs ({self.warmup_epochs}) must be < epochs "
@@ -219,7 +242,8 @@ class EvaluateConfig(TrainingConfig):
                               description="Seeds, one trained model each, no seed twice; the "
                               "results report mean ± std")
     replay: ReplayMode = Field("batched", description="How a schedule is applied: batched on "
-                               "the device, or per-image in DataLoader workers (for comparison)")
+                               "the device, or per-image in DataLoader workers (for comparison; "
+                               "the hba space's policy only, other spaces replay batched)")
     workers: Integer | None = Field(None, ge=0, description="DataLoader workers per process for "
                                     "per-image policies (default: up to 8, by the CPUs)")
     eval_every: Integer = Field(0, ge=0, description="Also test the network every N epochs, "
@@ -323,13 +347,20 @@ def _flag_or_file(flag: str | None, file_values: dict[str, Any], field: str) -> 
 
 def resolve_search_config(dataset: str | None, config_file: str | Path | None = None,
                           **overrides: Any) -> SearchConfig:
-    """Preset(dataset) ← config file ← overrides (None values are ignored).
+    """Preset(dataset) ← the method's settings ← config file ← overrides (None values are
+    ignored).
 
-    ``dataset`` (a flag) wins over the file's ``dataset``; None takes the file's, else
-    ``DEFAULT_DATASET``."""
+    ``dataset`` and ``method`` (flags) win over the file's; None takes the file's, else
+    ``DEFAULT_DATASET`` and ``DEFAULT_METHOD``."""
     file_values = load_config_file(config_file)
     dataset = _flag_or_file(dataset, file_values, "dataset") or DEFAULT_DATASET
+    method = _flag_or_file(overrides.pop("method", None), file_values, "method") \
+        or DEFAULT_METHOD
+    if method not in METHODS:
+        raise HbaError(f"invalid setting method: unknown method '{method}' (known: "
+                       f"{choices(METHODS)})")
     values = search_preset(dataset)
+    values.update(METHODS[method].settings, method=method)
     values.update(file_values)
     values.update({k: v for k, v in overrides.items() if v is not None})
     return _validate(SearchConfig, values)

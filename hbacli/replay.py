@@ -12,6 +12,19 @@ transform, both stretched linearly to the training length and moved along with `
 
 Epochs are numbered from 0; an epoch outside the training length is clipped into it.
 
+Schedules of other search spaces (``spaces.py``; e.g. ``stn``: colour jitter, Cutout holes,
+input dropout and the network's dropout rates) replay with ``SpaceReplay``, which gives the
+epoch's values by name, the network's dropout rates (``dropout_rates()``, or set them on a
+network with ``nets.dropout`` sites: ``set_dropout_rates(model)``) and the space's augmentation
+of whole uint8 batches, standardisation included:
+
+    replay = SpaceReplay(schedule, epochs=200, pipeline=BaselinePipeline("cifar", mean, std))
+    for epoch in range(200):
+        replay.set_epoch(epoch)
+        replay.set_dropout_rates(model)         # or read replay.dropout_rates()
+        for images, labels in batches:
+            x = replay(images)                  # float, standardised: the network's input
+
 Images. uint8 (0–255), or float in [0, 1] as torchvision's convention (``ToTensor``,
 ``v2.ToDtype(scale=True)``): float images are augmented as round(255·x) and come back in
 [0, 1], their dtype kept; float values outside [0, 1] (0–255 floats included) are refused
@@ -35,12 +48,21 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from .errors import HbaError
+from .nets.dropout import set_dropout_rates
+from .pipeline import BaselinePipeline
 from .policy import PolicyTransform, augment_batch
 from .schedule import Schedule, load_schedule, stretch
 from .seeds import Stream, derive_seed
 
-__all__ = ["ScheduleAugmenter", "ScheduleTransform", "load_schedule", "stretch",
+__all__ = ["ScheduleAugmenter", "ScheduleTransform", "SpaceReplay", "load_schedule", "stretch",
            "schedule_tables"]
+
+
+def _needs_policy(schedule: Schedule, what: str) -> None:
+    if not schedule.search_space.policy:
+        raise HbaError(f"{what} replays the op policy of the hba space; this schedule is of the "
+                       f"{schedule.space_name} space: use SpaceReplay")
 
 
 def schedule_tables(schedule: Schedule, epochs: int) -> tuple[np.ndarray, np.ndarray]:
@@ -69,6 +91,7 @@ class ScheduleAugmenter:
 
     def __init__(self, schedule: Schedule, epochs: int, device=None, seed: int = 0,
                  kernels: str | None = None):
+        _needs_policy(schedule, type(self).__name__)
         probabilities, magnitudes = schedule_tables(schedule, epochs)
         self.epochs = epochs
         self.seed = seed
@@ -110,6 +133,7 @@ class ScheduleTransform:
     ``set_epoch`` reaches workers."""
 
     def __init__(self, schedule: Schedule, epochs: int, seed: int | None = None):
+        _needs_policy(schedule, type(self).__name__)
         self.epochs = epochs
         self.seed = seed
         self._probabilities, self._magnitudes = schedule_tables(schedule, epochs)
@@ -145,3 +169,58 @@ class ScheduleTransform:
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(epochs={self.epochs}, epoch={self.epoch}, seed={self.seed})"
+
+
+class SpaceReplay:
+    """A schedule of any search space on whole uint8 N×C×H×W batches on their device: the
+    space's kernels at the epoch's values (every example the same), standardisation included
+    (``pipeline``), and the epoch's dropout rates for the network. See the module docstring.
+
+    For the ``hba`` space this is the policy followed by ``pipeline.train`` (flip, crop,
+    Cutout); ``ScheduleAugmenter`` gives the policy alone, uint8 in and out.
+    """
+
+    def __init__(self, schedule: Schedule, epochs: int, pipeline: BaselinePipeline,
+                 device=None, seed: int = 0, kernels: str | None = None):
+        from .space_kernels import space_kernels
+
+        self.space = schedule.search_space
+        self.epochs, self.seed, self.epoch = epochs, seed, 0
+        self.pipeline = pipeline
+        self.kernels = space_kernels(self.space, kernels)
+        self._table = stretch(schedule, epochs).values()      # (epochs, |λ|), physical
+        self._device: torch.device | None = None
+        if device is not None:
+            self._place(torch.device(device))
+
+    def _place(self, device: torch.device) -> None:
+        self._device = device
+        self._values = torch.tensor(self._table, dtype=torch.float32, device=device)
+        self._generator = torch.Generator(device=device)
+        self.set_epoch(self.epoch)
+
+    def set_epoch(self, epoch: int) -> None:
+        """Use epoch ``epoch``'s values and its random stream."""
+        self.epoch = _clip_epoch(epoch, self.epochs)
+        if self._device is not None:
+            self._generator.manual_seed(derive_seed(self.seed, self.epoch, Stream.POLICY))
+
+    def values(self) -> dict[str, float]:
+        """This epoch's value of every hyperparameter, by its label (``SearchSpace.labels``)."""
+        return dict(zip(self.space.labels(), self._table[self.epoch].tolist(), strict=True))
+
+    def dropout_rates(self) -> dict[str, float]:
+        """This epoch's dropout rate of each network site the space sets."""
+        row = self._table[self.epoch]
+        return {scalar.site: float(row[self.space.policy_size + i])
+                for i, scalar in enumerate(self.space.scalars) if scalar.site is not None}
+
+    def set_dropout_rates(self, model: torch.nn.Module) -> None:
+        """Set this epoch's rates on the network's dropout sites (``nets.dropout``)."""
+        set_dropout_rates(model, self.dropout_rates())
+
+    def __call__(self, images: torch.Tensor) -> torch.Tensor:
+        if self._device is None:
+            self._place(images.device)
+        values = self._values[self.epoch].expand(images.shape[0], -1)
+        return self.kernels.train(images, values, self.pipeline, generator=self._generator)

@@ -33,12 +33,15 @@ from typing import Any
 import numpy as np
 import torch
 
+from . import space
 from .catalogue import check_model
 from .checkpoint import SETTINGS_WITHOUT_EFFECT, CheckpointFormat, network_bytes
 from .datasets import ImageSplits, load_dataset
 from .distributed import shard_size
 from .errors import HbaError
 from .files import atomic_write_bytes
+from .hyper import check_strategy
+from .nets import build_model
 from .plots import top_ops
 from .presets import SearchConfig
 from .run_scaffold import (
@@ -64,9 +67,12 @@ from .runtime import (
 )
 from .schedule import Provenance, Schedule, save_schedule, schedule_json_text
 from .search_engine import EpochMetrics, SearchEngine, starting_lambda
+from .space_kernels import check_dropout_sites
+from .spaces import get_space
 
 CHECKPOINT_FORMAT = "hba-search-checkpoint"
-CHECKPOINT_VERSION = 2   # 2: λ0 saved; schedule entry e = λ at the start of epoch e
+CHECKPOINT_VERSION = 3   # 2: λ0 saved; schedule entry e = λ at the start of epoch e;
+#                          3: any search space (values in λ order), the perturbation scale
 NETWORK_NAME = "network.pt"   # the plain network at the final λ (Algorithm 1's θ̂φ(λ))
 SCHEDULE_NAME = "schedule.json"
 LOG_NAME = "log.csv"
@@ -90,7 +96,8 @@ class EpochRecord:
     lr: float                  # α at the end of the epoch
     elapsed_seconds: float     # since the search started, over all resumed sessions
     eta_seconds: float
-    top_ops: str               # e.g. "Rotate#1:0.091 Cutout#0:0.082 Invert#1:0.071"
+    top_ops: str               # e.g. "Rotate#1:0.091 Cutout#0:0.082 Invert#1:0.071"; for a
+    #                            space without the policy, the scalars that moved most
 
     def line(self, epochs: int) -> str:
         val = ("val -" if math.isnan(self.val_loss) else
@@ -109,23 +116,19 @@ class RunState:
     """What survives an interruption besides the engine: completed epochs and their records."""
 
     epochs_done: int = 0
-    probabilities: list[list[float]] = field(default_factory=list)  # at each epoch's start, (30,)
-    magnitudes: list[list[float]] = field(default_factory=list)     # NaN: probability-only op
+    values: list[list[float]] = field(default_factory=list)  # physical λ at each epoch's start
     records: list[EpochRecord] = field(default_factory=list)
     elapsed_seconds: float = 0.0
 
     @classmethod
     def from_checkpoint(cls, payload: dict[str, Any]) -> RunState:
-        return cls(epochs_done=payload["epochs_done"],
-                   probabilities=payload["probabilities"].tolist(),
-                   magnitudes=payload["magnitudes"].tolist(),
+        return cls(epochs_done=payload["epochs_done"], values=payload["values"].tolist(),
                    records=[EpochRecord(**r) for r in payload["records"]],
                    elapsed_seconds=payload["elapsed_seconds"])
 
     def checkpoint_payload(self) -> dict[str, Any]:
         return dict(epochs_done=self.epochs_done,
-                    probabilities=torch.tensor(self.probabilities, dtype=torch.float64),
-                    magnitudes=torch.tensor(self.magnitudes, dtype=torch.float64),
+                    values=torch.tensor(self.values, dtype=torch.float64),
                     records=[asdict(r) for r in self.records],
                     elapsed_seconds=self.elapsed_seconds)
 
@@ -169,6 +172,9 @@ class SearchRun:
         cfg, ranks = self.cfg, self.ranks
         ranks.from_main(self.files.check)
         check_model(cfg.model)   # fail before a possibly long dataset download
+        probe = build_model(cfg.model, 10)   # layers and sites do not depend on the classes
+        check_strategy(probe, cfg.strategy)
+        check_dropout_sites(get_space(cfg.space), probe, cfg.model)
         shard_size(cfg.batch_size, ranks)   # a global batch that does not split: refused now
         cfg = self.cfg = cfg.model_copy(
             update={"precision": resolve_precision(cfg.precision, self.device).name})
@@ -228,7 +234,7 @@ class SearchRun:
     def _run_epochs(self, output: RunOutput) -> None:
         for epoch in range(self.state.epochs_done, self.cfg.epochs):
             output.progress.start_epoch(f"epoch {epoch + 1}/{self.cfg.epochs}")
-            in_effect = self.engine.physical()   # entry `epoch` of the schedule
+            in_effect = self.engine.values()   # entry `epoch` of the schedule
             started = time.perf_counter()
             metrics = self.engine.run_epoch(epoch, on_round=output.progress.advance_step)
             self._check_finite(epoch, metrics)
@@ -254,11 +260,9 @@ class SearchRun:
                        "with the new setting and another --run-dir")
 
     def _finish_epoch(self, epoch: int, metrics: EpochMetrics,
-                      in_effect: tuple[np.ndarray, np.ndarray]) -> EpochRecord:
+                      in_effect: np.ndarray) -> EpochRecord:
         """Append the λ in effect during this epoch (physical, as at its start) and the log
         record (whose top ops are λ's at the epoch's end: where the search stands now)."""
-        probabilities, magnitudes = in_effect
-        now, _ = self.engine.physical()
         seconds = self._epoch_seconds[-1]
         record = EpochRecord(
             epoch=epoch + 1, train_loss=metrics.train_loss, val_loss=metrics.val_loss,
@@ -266,14 +270,28 @@ class SearchRun:
             images_per_second=metrics.train_images / seconds, lr=self.engine.lr,
             elapsed_seconds=self.elapsed(),
             eta_seconds=float(np.mean(self._epoch_seconds)) * (self.cfg.epochs - epoch - 1),
-            top_ops=" ".join(f"{label}:{p:.3f}" for label, p in top_ops(now, TOP_OPS_SHOWN)))
+            top_ops=self._headline(self.engine.values()))
         state = self.state
         state.epochs_done = epoch + 1
-        state.probabilities.append(probabilities.tolist())
-        state.magnitudes.append(magnitudes.tolist())
+        state.values.append(in_effect.tolist())
         state.records.append(record)
         state.elapsed_seconds = record.elapsed_seconds
         return record
+
+    def _headline(self, now: np.ndarray) -> str:
+        """Where λ stands, in a few words: the most probable op copies, or (a space without the
+        policy) the scalars that moved most from the start, as a share of their ranges."""
+        searched = self.engine.space
+        if searched.policy:
+            probabilities = now[:space.NUM_OP_COPIES]
+            return " ".join(f"{label}:{p:.3f}"
+                            for label, p in top_ops(probabilities, TOP_OPS_SHOWN))
+        scalars = searched.scalar_slice
+        moved = np.abs(now - searched.start_values())[scalars] / (searched.high -
+                                                                  searched.low)[scalars]
+        names = searched.scalar_names
+        return " ".join(f"{names[i]}:{now[scalars][i]:.3g}"
+                        for i in np.argsort(-moved, kind="stable")[:TOP_OPS_SHOWN])
 
     def _epoch_files(self) -> dict[Path, bytes]:
         """This epoch's files, serialised now; the checkpoint last. Every rank calls it (the
@@ -302,8 +320,7 @@ class SearchRun:
             versions=package_versions(), command=self.context.command_line,
             config=cfg.model_dump(mode="json"), created=datetime.now(timezone.utc),
         )
-        return Schedule.from_arrays(np.array(state.probabilities), np.array(state.magnitudes),
-                                    provenance=provenance)
+        return Schedule.from_values(cfg.space, np.array(state.values), provenance=provenance)
 
 
 def run_search(cfg: SearchConfig, out: Path, run_dir: Path, resume: bool = False,

@@ -87,18 +87,20 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from . import space
 from .datasets import ImageSplits
 from .distributed import Ranks, shard_size, wrap_for_training
 from .errors import HbaError
 from .hyper import to_hypernetwork
 from .loaders import make_loader
 from .nets import build_model
+from .nets.dropout import set_dropout_rates
 from .pipeline import BaselinePipeline
-from .policy import augment_batch, default_kernels, physical_from_lambda
+from .policy import default_kernels
 from .presets import SearchConfig, lr_factor
 from .runtime import compile_network, memory_format, resolve_precision
 from .seeds import Stream, derive_seed
+from .space_kernels import check_dropout_sites, dropout_rates, space_kernels, to_physical
+from .spaces import get_space
 
 # ---------------------------------------------------------------------------------------------
 # Pure helpers: feasibility, the starting point
@@ -126,19 +128,27 @@ INIT_FRACTION_MARGIN = 1e-3
 
 
 def starting_lambda(cfg: SearchConfig) -> np.ndarray:
-    """λ0, where the search starts: the paper's initial point (every hyperparameter at
-    0.95·lo + 0.05·hi), or epoch ``init_epoch`` of the schedule ``init`` (a warm start)."""
+    """λ0, where the search starts: the space's starting point (for the policy the paper's,
+    every hyperparameter at 0.95·lo + 0.05·hi), or epoch ``init_epoch`` of the schedule
+    ``init`` (a warm start; it must be of the same space)."""
+    searched = get_space(cfg.space)
     if cfg.init is None:
-        return space.initial_lambda()
+        return searched.initial_lambda()
     from .schedule import load_schedule
 
     schedule = load_schedule(cfg.init)
+    if schedule.space_name != cfg.space:
+        raise HbaError(f"--init {cfg.init} is a schedule of the {schedule.space_name} space; "
+                       f"this search is in the {cfg.space} space (--space {cfg.space})")
     if cfg.init_epoch >= schedule.epochs:
         raise HbaError(f"--init-epoch {cfg.init_epoch} is past the end of {cfg.init} "
                        f"({schedule.epochs} epochs: 0..{schedule.epochs - 1})")
-    probabilities, magnitudes = schedule.at_epoch(cfg.init_epoch)
-    return space.physical_to_lambda(space.join_physical(probabilities, magnitudes),
-                                    eps=INIT_FRACTION_MARGIN)
+    return searched.to_lambda(schedule.values_at(cfg.init_epoch), eps=INIT_FRACTION_MARGIN)
+
+
+def inverse_softplus(value: float) -> float:
+    """x with softplus(x) = value (> 0): the learned perturbation scale's parameter."""
+    return value + math.log(-math.expm1(-value))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -174,10 +184,11 @@ class SearchEngine:
         self.steps_per_epoch = self.rounds * cfg.train_steps
         self.pipeline = BaselinePipeline(splits.family, splits.mean, splits.std, cutout=True,
                                          flip=cfg.flip)
+        self.space = get_space(cfg.space)
 
         model = build_model(cfg.model, splits.num_classes)
-        self.hypernet = to_hypernetwork(model, cfg.strategy, space.NUM_HYPERPARAMETERS,
-                                        cfg.hyper_v_init)
+        check_dropout_sites(self.space, model, cfg.model)
+        self.hypernet = to_hypernetwork(model, cfg.strategy, self.space.size, cfg.hyper_v_init)
         self.hypernet.to(device=device, memory_format=self.memory_format)
         if ranks.parallel:
             # the φ step's module: DDP, then compiled (the λ step calls the bare hypernet)
@@ -186,11 +197,16 @@ class SearchEngine:
             self.train_net = self.hypernet
             if cfg.compile:
                 compile_network(self.hypernet, device)
-        self.kernels = default_kernels(device, cfg.compile)  # the policy's
+        self.kernels = space_kernels(self.space, default_kernels(device, cfg.compile))
         self._phi = list(self.hypernet.parameters())  # frozen during each λ step
         # λ0: the search's starting point, and the origin the hyper-layers see λ from.
         self.lam_origin = torch.tensor(starting_lambda(cfg), dtype=torch.float32, device=device)
         self.lam = self.lam_origin.clone().requires_grad_(True)
+        # STN's learned perturbation scale: softplus of this, one per hyperparameter.
+        self.learned_scale = cfg.perturbation_scale == "learned"
+        self.scale_parameter = torch.full_like(self.lam_origin, inverse_softplus(cfg.sigma)
+                                               if self.learned_scale else 0.0)
+        self.scale_parameter.requires_grad_(self.learned_scale)
 
         self.sgd = torch.optim.SGD(self.hypernet.parameters(), lr=cfg.lr, momentum=cfg.momentum,
                                    nesterov=cfg.nesterov and cfg.momentum > 0,
@@ -198,7 +214,8 @@ class SearchEngine:
         steps_per_epoch = self.steps_per_epoch
         self.lr_scheduler = torch.optim.lr_scheduler.LambdaLR(
             self.sgd, lambda step: lr_factor(step, cfg, steps_per_epoch))
-        self.adam = torch.optim.Adam([self.lam], lr=cfg.hyper_lr)
+        self.adam = torch.optim.Adam([self.lam, self.scale_parameter] if self.learned_scale
+                                     else [self.lam], lr=cfg.hyper_lr)
         # fp16: one GradScaler per optimiser (see the module's docstring); else pass-throughs.
         self.precision = resolve_precision(cfg.precision, device)
         self.sgd_scaler = self.precision.grad_scaler()
@@ -240,18 +257,28 @@ class SearchEngine:
         """
         return lam - self.lam_origin if self.cfg.hyper_input == "centred" else lam
 
+    def perturbation_scale(self) -> torch.Tensor | float:
+        """The std of ε: sigma, or (learned) softplus of the scale parameter, per coordinate."""
+        if self.learned_scale:
+            return F.softplus(self.scale_parameter)
+        return self.cfg.sigma
+
+    def _noise(self, rows: int) -> torch.Tensor:
+        return torch.randn(rows, self.space.size, device=self.device, generator=self.generator)
+
     def train_step(self, images: torch.Tensor, labels: torch.Tensor) -> None:
-        """Eq. 13: SGD on φ with per-example λ_i = λ + ε_i driving augmentation and network."""
+        """Eq. 13: SGD on φ with per-example λ_i = λ + ε_i driving augmentation, dropout rates
+        and network."""
         images, labels = self._share(images, labels)
         antithetic = self.cfg.perturbation == "antithetic"
         if antithetic:   # the batch's first half, each image twice: with +ε, then with −ε
             half = images.shape[0] // 2
             images, labels = images[:half].repeat(2, 1, 1, 1), labels[:half].repeat(2)
-        noise = torch.randn(images.shape[0] // (1 + antithetic), space.NUM_HYPERPARAMETERS,
-                            device=self.device, generator=self.generator)
+        noise = self._noise(images.shape[0] // (1 + antithetic))
         if antithetic:
             noise = torch.cat([noise, -noise])
-        lam_i = self.lam.detach() + self.cfg.sigma * noise
+        scale = self.perturbation_scale()
+        lam_i = self.lam.detach() + (scale.detach() if self.learned_scale else scale) * noise
         if antithetic:   # common random numbers: both halves draw the same ops, signs, crops
             state = self.generator.get_state()
             first = self._augmented(images[:half], lam_i[:half])
@@ -271,36 +298,53 @@ class SearchEngine:
         self._train_count += labels.shape[0]
 
     def _augmented(self, images: torch.Tensor, lam_i: torch.Tensor) -> torch.Tensor:
-        """The policy at each example's λ_i, then the baseline pipeline: the network's input."""
-        probabilities, magnitudes = physical_from_lambda(lam_i)
-        x = augment_batch(images, probabilities, magnitudes, generator=self.generator,
-                          kernels=self.kernels)
-        x = self.pipeline.train(x, generator=self.generator)
+        """The space's kernels at each example's λ_i (the policy then the baseline pipeline, or
+        STN's augmentation), the network's input; the network's dropout rates set to λ_i's."""
+        values = to_physical(self.space, lam_i)
+        set_dropout_rates(self.hypernet, dropout_rates(self.space, values))
+        x = self.kernels.train(images, values, self.pipeline, generator=self.generator)
         return x.contiguous(memory_format=self.memory_format)
+
+    def _dropout_off(self) -> None:
+        """The λ step and validation run without dropout: STN's ``eval()`` there (its networks
+        have no BatchNorm, so that is all its ``eval()`` changes)."""
+        set_dropout_rates(self.hypernet, dict.fromkeys(self.space.dropout_sites, 0.0))
 
     def hyper_step(self, images: torch.Tensor, labels: torch.Tensor, update: bool = True) -> None:
         """Eq. 11: Adam on λ from an unaugmented validation batch at the unperturbed λ."""
         images, labels = self._share(images, labels)
         x = self.pipeline.eval(images).contiguous(memory_format=self.memory_format)
         self.hypernet.train(self.cfg.val_bn_mode == "train")
+        self._dropout_off()
+        hyperparameters = self.adam.param_groups[0]["params"]   # λ (and a learned scale)
         # φ frozen: a compiled network then traces a backward for λ alone, not φ's too (eager
         # autograd skips φ's gradients anyway)
         with self._phi_frozen():
             with torch.set_grad_enabled(update), self.precision.autocast():
-                logits = self.hypernet(x, self.hyper_input(self.lam))
+                lam = self.lam
+                if self.learned_scale:   # STN: E over λ + σε of the loss, minus τ·entropy
+                    lam = lam + self.perturbation_scale() * self._noise(x.shape[0])
+                logits = self.hypernet(x, self.hyper_input(lam))
                 loss = F.cross_entropy(logits, labels)
+                objective = loss - self.cfg.entropy_weight * self._entropy() \
+                    if self.learned_scale else loss
             if update:
                 self.adam.zero_grad(set_to_none=True)
                 # φ gets no gradient from validation data
-                self.adam_scaler.scale(loss).backward(inputs=[self.lam])
+                self.adam_scaler.scale(objective).backward(inputs=hyperparameters)
                 if self.ranks.parallel:   # every rank steps with the mean: λ stays identical
-                    self.ranks.sum(self.lam.grad).div_(self.ranks.world_size)
+                    for hyperparameter in hyperparameters:
+                        self.ranks.sum(hyperparameter.grad).div_(self.ranks.world_size)
                 self.adam_scaler.step(self.adam)
                 self.adam_scaler.update()
         self.hypernet.train()
         self._val_loss_sum += loss.detach() * labels.shape[0]
         self._val_correct += (logits.detach().argmax(dim=1) == labels).sum()
         self._val_count += labels.shape[0]
+
+    def _entropy(self) -> torch.Tensor:
+        """Entropy of the perturbation N(0, diag(σ²)): Σ log(σ·√(2πe)) (STN's compute_entropy)."""
+        return torch.log(self.perturbation_scale() * math.sqrt(2 * math.pi * math.e)).sum()
 
     @contextlib.contextmanager
     def _phi_frozen(self):
@@ -318,6 +362,7 @@ class SearchEngine:
         this process's whole set, not a share)."""
         self.val_loader.set_epoch(0)
         self.hypernet.train(self.cfg.val_bn_mode == "train")
+        self._dropout_off()
         total, count = torch.zeros((), device=self.device), 0
         for images, labels in self.val_loader:
             x = self.pipeline.eval(images).contiguous(memory_format=self.memory_format)
@@ -377,15 +422,15 @@ class SearchEngine:
         """θ̂φ(λ) as a plain ``cfg.model``: every hyper-layer fixed at the current λ (fed as the
         hyper-layers see it, λ − λ0 when centred), in eval mode."""
         self.hypernet.eval()
+        set_dropout_rates(self.hypernet, dict.fromkeys(self.space.dropout_sites))  # defaults
         try:
             return self.hypernet.to_plain(self.hyper_input(self.lam.detach()))
         finally:
             self.hypernet.train()
 
-    def physical(self) -> tuple[np.ndarray, np.ndarray]:
-        """Current λ as physical probabilities (30,) and magnitudes (30,), NaN for prob-only."""
-        values = space.lambda_to_physical(self.lam.detach().cpu().double().numpy())
-        return space.split_physical(values)
+    def values(self) -> np.ndarray:
+        """Current λ in physical units, (|λ|,) in the space's order."""
+        return self.space.to_physical(self.lam.detach().cpu().double().numpy())
 
     @property
     def lr(self) -> float:
@@ -399,6 +444,7 @@ class SearchEngine:
             "hypernetwork": self.hypernet.state_dict(),
             "lam": self.lam.detach(),
             "lam_origin": self.lam_origin,
+            "scale_parameter": self.scale_parameter.detach(),
             "sgd": self.sgd.state_dict(),
             "adam": self.adam.state_dict(),
             "lr_scheduler": self.lr_scheduler.state_dict(),
@@ -428,6 +474,7 @@ class SearchEngine:
         with torch.no_grad():
             self.lam.copy_(state["lam"])
             self.lam_origin.copy_(state["lam_origin"])
+            self.scale_parameter.copy_(state["scale_parameter"])
         self.sgd.load_state_dict(state["sgd"])
         self.adam.load_state_dict(state["adam"])
         self.lr_scheduler.load_state_dict(state["lr_scheduler"])

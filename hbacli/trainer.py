@@ -49,9 +49,10 @@ from .nets import build_model
 from .pipeline import BaselinePipeline
 from .policy import default_kernels
 from .presets import EvaluateConfig, ReplayMode, lr_factor
-from .replay import ScheduleAugmenter, ScheduleTransform
+from .replay import ScheduleAugmenter, ScheduleTransform, SpaceReplay
 from .runtime import memory_format, resolve_precision
 from .seeds import Stream, derive_seed
+from .space_kernels import check_dropout_sites
 
 
 @dataclass
@@ -114,6 +115,17 @@ class SeedTrainer:
             load_network_weights(self.model, Path(cfg.init_weights), cfg.model)
         self.model.to(device=device, memory_format=self.memory_format)
         self.network = wrap_for_training(self.model, device, ranks, cfg.compile)
+        self.pipeline = BaselinePipeline(data.family, data.mean, data.std,
+                                         cutout=setup.policy.cutout, flip=cfg.flip)
+        # A schedule of a space without the op policy (e.g. stn): its own kernels make the
+        # network's input, and it sets the network's dropout rates every epoch.
+        self.space_replay: SpaceReplay | None = None
+        schedule = setup.policy.schedule
+        if schedule is not None and not schedule.search_space.policy:
+            check_dropout_sites(schedule.search_space, self.model, cfg.model)
+            self.space_replay = SpaceReplay(
+                schedule, cfg.epochs, self.pipeline, device,
+                derive_seed(seed, ranks.rank, Stream.POLICY))
         self.batches = self._batches(setup.policy, setup.replay, setup.workers)
         self.steps_per_epoch = len(self.batches)
         if self.steps_per_epoch == 0:
@@ -127,8 +139,6 @@ class SeedTrainer:
         steps = self.steps_per_epoch
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(
             self.optimizer, lambda step: lr_factor(step, cfg, steps))
-        self.pipeline = BaselinePipeline(data.family, data.mean, data.std,
-                                         cutout=setup.policy.cutout, flip=cfg.flip)
         self.generator = torch.Generator(device=device)   # the baseline pipeline's
 
     def _batches(self, policy: TrainingPolicy, replay: ReplayMode,
@@ -137,13 +147,14 @@ class SeedTrainer:
         per-image``; else batched on the device."""
         d, cfg = self.data, self.cfg
         rank_seed = derive_seed(self.seed, self.ranks.rank, Stream.POLICY)
-        if policy.per_image_baseline or (policy.name == "schedule" and replay == "per-image"):
+        if policy.per_image_baseline or (policy.name == "schedule" and replay == "per-image"
+                                         and self.space_replay is None):
             transform = (torchvision_policy(policy.name, d.family) if policy.schedule is None
                          else ScheduleTransform(policy.schedule, cfg.epochs, seed=rank_seed))
             return PerImageBatches(d.train_images, d.train_labels, transform, cfg.batch_size,
                                    self.device, self.seed, self.ranks, workers)
         augmenter = None
-        if policy.schedule is not None:
+        if policy.schedule is not None and self.space_replay is None:
             augmenter = ScheduleAugmenter(policy.schedule, cfg.epochs, self.device, rank_seed,
                                           default_kernels(self.device, cfg.compile))
         return DeviceBatches(d.train_images, d.train_labels, cfg.batch_size, self.device,
@@ -158,10 +169,14 @@ class SeedTrainer:
         torch.manual_seed(derive_seed(self.seed, epoch, self.ranks.rank, Stream.GLOBAL))
         self.generator.manual_seed(derive_seed(self.seed, epoch, self.ranks.rank, Stream.BASELINE))
         self.batches.set_epoch(epoch)
+        if self.space_replay is not None:
+            self.space_replay.set_epoch(epoch)
+            self.space_replay.set_dropout_rates(self.model)
         self.network.train()
         sums = torch.zeros(3, device=self.device)   # loss·n, correct, n
         for images, labels in self.batches:
-            x = self.pipeline.train(images, generator=self.generator)
+            x = (self.pipeline.train(images, generator=self.generator)
+                 if self.space_replay is None else self.space_replay(images))
             x = x.contiguous(memory_format=self.memory_format)
             with self.precision.autocast():
                 logits = self.network(x)

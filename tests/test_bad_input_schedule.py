@@ -18,6 +18,7 @@ import json
 import os
 from pathlib import Path
 
+import numpy as np
 import pytest
 from rich.cells import cell_len
 from rich.console import Console
@@ -28,8 +29,16 @@ from hbacli import space
 from hbacli.cli import app
 from hbacli.errors import HbaError
 from hbacli.files import atomic_write_text
-from hbacli.plots import LINE_ROWS, MARGIN, MAX_WIDTH, MIN_WIDTH, inspect_schedule
-from hbacli.schedule import MAX_EPOCHS, MAX_JSON_DEPTH, load_schedule, stretch
+from hbacli.plots import LABEL_WIDTH, LINE_ROWS, MARGIN, MAX_WIDTH, MIN_WIDTH, inspect_schedule
+from hbacli.schedule import (
+    MAX_EPOCHS,
+    MAX_JSON_DEPTH,
+    Schedule,
+    load_schedule,
+    save_schedule,
+    stretch,
+)
+from hbacli.spaces import get_space
 
 ROOT = Path(__file__).resolve().parents[1]
 EXAMPLE = ROOT / "examples" / "example-schedule.json"
@@ -102,12 +111,12 @@ def test_config_nested_within_the_limit_still_loads(tmp_path):
 # 14. A narrow terminal: the drawing fits it, or a short note replaces it; never wrapped rows.
 
 
-def render(width: int, colour: bool) -> list[str]:
+def render(width: int, colour: bool, path: Path = EXAMPLE) -> list[str]:
     """What `hba inspect` prints on a console ``width`` columns wide, as plain lines."""
     buffer = io.StringIO()
     console = Console(file=buffer, width=width, color_system="truecolor" if colour else None,
                       force_terminal=colour, no_color=not colour)
-    inspect_schedule(EXAMPLE, console=console)
+    inspect_schedule(path, console=console)
     return [Text.from_ansi(line).plain for line in buffer.getvalue().splitlines()]
 
 
@@ -133,6 +142,24 @@ def assert_fits(lines: list[str], width: int) -> None:
 @pytest.mark.parametrize("width", [20, 30, 35, 36, 40, 50, 60, 80, 120])  # MIN_WIDTH is 36
 def test_inspect_fits_the_console_width(width, colour):
     assert_fits(render(width, colour), width)
+
+
+@pytest.mark.parametrize("colour", [False, True], ids=["plain", "colour"])
+@pytest.mark.parametrize("width", [20, 36, 50, 80, 120])
+def test_inspect_of_a_scalar_space_fits_the_console_width(tmp_path, width, colour):
+    """An stn schedule: a whole heat-map row per scalar, its table folded into the width."""
+    stn = get_space("stn")
+    path = tmp_path / "stn.json"
+    save_schedule(Schedule.from_values("stn", np.tile(stn.start_values(), (30, 1))), path)
+    lines = render(width, colour, path)
+    assert not [line for line in lines if cell_len(line) > width]
+    if width < MIN_WIDTH:
+        assert len(lines) <= 4 and "--png" in " ".join(lines), lines
+        return
+    drawn = min(width, MAX_WIDTH) - MARGIN
+    for name in stn.scalar_names:  # heat-map rows: the name right-aligned in the margin
+        rows = [line for line in lines if line[:MARGIN] == f"{name:>{LABEL_WIDTH}}  "]
+        assert len(rows) == 1 and cell_len(rows[0]) == MARGIN + drawn, (name, rows)
 
 
 @pytest.mark.parametrize("columns", [30, 40, 60])

@@ -17,10 +17,13 @@ from typer.testing import CliRunner
 
 from hbacli import space
 from hbacli.cli import app
-from hbacli.schedule import load_schedule, stretch
+from hbacli.schedule import Provenance, Schedule, load_schedule, save_schedule, stretch
+from hbacli.spaces import get_space
 
 ROOT = Path(__file__).resolve().parents[1]
 EXAMPLE = ROOT / "examples" / "example-schedule.json"
+VERSION_1 = ROOT / "examples" / "digits-schedule.json"  # written before version 2
+STN = get_space("stn")
 runner = CliRunner()
 
 
@@ -268,7 +271,7 @@ def broken_files(directory: Path) -> dict[str, Path]:
     document = json.loads(text)
     cases: dict[str, str] = {"truncated": text[: len(text) // 2], "not JSON": "no schedule here\n"}
     for name, change in {
-        "wrong version": lambda d: d.__setitem__("version", 2),
+        "wrong version": lambda d: d.__setitem__("version", 3),
         "probability 1.7": lambda d: d["ops"][3]["probability"].__setitem__(12, 1.7),
         "NaN": lambda d: d["ops"][3]["probability"].__setitem__(12, math.nan),
         "unknown op": lambda d: d["ops"][0].__setitem__("op", "Twirl"),
@@ -302,7 +305,7 @@ def test_broken_files_fail_cleanly(tmp_path):
     outputs = tmp_path / "out"
     outputs.mkdir()
     expected = {"truncated": "truncated JSON", "not JSON": "not valid JSON",
-                "wrong version": "version 2 is not supported",
+                "wrong version": "version 3 is not supported",
                 "probability 1.7": "ops[3].probability[12] = 1.7 is outside [0, 1]",
                 "NaN": "is not a finite number", "unknown op": "unknown operation 'Twirl'",
                 "length mismatch": "201 entries", "missing file": "no such file"}
@@ -352,3 +355,92 @@ def test_inspect_short_schedules(tmp_path, epochs):
     assert result.exit_code == 0, result.output
     assert max(len(line) for line in result.stdout.splitlines()) <= 80
     assert (tmp_path / "short.png").stat().st_size > 1000
+
+
+# ---------------------------------------------------------------------------------------------
+# Schedules of a space without the op policy (stn), and version 1 files
+
+
+def stn_file(directory: Path, epochs: int = 12) -> Path:
+    """An stn schedule: each scalar ramps from its start to its own fraction of its range."""
+    t = np.linspace(0, 1, epochs)[:, None]
+    start = (STN.start_values() - STN.low) / (STN.high - STN.low)
+    fraction = start + (np.linspace(0.2, 0.9, STN.size) - start) * t
+    values = STN.low + (STN.high - STN.low) * fraction
+    path = directory / "stn.json"
+    save_schedule(Schedule.from_values("stn", values, Provenance(
+        dataset="cifar10", model="alexnet", strategy="1st-bn", epochs=epochs)), path)
+    return path
+
+
+def test_inspect_stn_draws_a_panel_per_kind_and_a_table(tmp_path):
+    path = stn_file(tmp_path)
+    png = tmp_path / "stn.png"
+    result = hba("inspect", path, "--png", png)
+    assert result.exit_code == 0, result.output
+    lines = result.stdout.splitlines()
+    assert max(len(line) for line in lines) <= 80, lines
+    text = result.stdout
+    assert "stn space" in text and "alexnet" in text
+    assert "(a) augmentation scalars per epoch" in text and "(b) dropout scalars" in text
+    assert not any(oc.label in text for oc in space.OP_COPIES)
+    for scalar in STN.scalars:  # a heat-map row and a table row each
+        rows = [line for line in lines if line.split()[:1] == [scalar.name]]
+        assert len(rows) == 2, (scalar.name, rows)
+        assert len(rows[0]) == 80  # the heat-map row is every column drawn
+    table = next(line for line in lines if line.split()[:2] == ["cutlength", "[0,"])
+    # cutlength (scalar 11 of 15) goes from 4 px at the start to 0.75 × 24 = 18 px at the end
+    assert "4 (used 4)" in table and table.endswith("18 (used 18)"), table
+    assert "scalars at the start (epoch 0), middle (6) and end (11)" in text
+    with Image.open(png) as image:
+        assert image.format == "PNG" and image.width >= 800
+        assert len(np.unique(np.asarray(image).reshape(-1, 3), axis=0)) > 50
+
+
+def test_export_stn_json_and_csv(tmp_path):
+    path = stn_file(tmp_path)
+    schedule = load_schedule(path)
+    out = tmp_path / "out.json"
+    assert hba("export", path, "-f", "json", "--out", out).exit_code == 0
+    assert load_schedule(out) == schedule and out.read_text() == path.read_text()
+    assert hba("export", path, "-f", "json", "--epochs", 23, "--out", out).exit_code == 0
+    stretched = load_schedule(out)
+    assert stretched.space_name == "stn" and stretched == stretch(schedule, 23)
+
+    csv_out = tmp_path / "out.csv"
+    result = hba("export", path, "-f", "csv", "--out", csv_out)
+    assert result.exit_code == 0, result.output
+    with csv_out.open(newline="") as f:
+        reader = csv.DictReader(f)
+        assert reader.fieldnames == ["epoch", *STN.scalar_names]  # no op columns
+        rows = list(reader)
+    assert [int(r["epoch"]) for r in rows] == list(range(schedule.epochs))
+    for name, values in schedule.scalar_values().items():
+        np.testing.assert_array_equal([float(r[name]) for r in rows], values)
+
+
+def test_export_pba_of_stn_is_refused(tmp_path):
+    path = stn_file(tmp_path)
+    out = tmp_path / "stn.txt"
+    for extra in ((), ("--epochs", 40)):
+        assert_user_error(hba("export", path, "-f", "pba", *extra, "--out", out),
+                          "pba export needs the hba space; this schedule's space is stn")
+    assert not out.exists()
+
+
+def test_version_1_file_inspects_and_exports_as_before(tmp_path):
+    """A version 1 schedule keeps its version through export json, and every format works."""
+    assert json.loads(VERSION_1.read_text())["version"] == 1
+    result = hba("inspect", VERSION_1)
+    assert result.exit_code == 0, result.output
+    assert "(b) probability" in result.stdout and "space" not in result.stdout.splitlines()[0]
+    out = tmp_path / "v1.json"
+    assert hba("export", VERSION_1, "-f", "json", "--out", out).exit_code == 0
+    document = json.loads(out.read_text())
+    assert document["version"] == 1 and "space" not in document and "scalars" not in document
+    assert load_schedule(out) == load_schedule(VERSION_1)
+    for fmt, suffix in (("csv", "csv"), ("pba", "txt")):
+        result = hba("export", VERSION_1, "-f", fmt, "--out", tmp_path / f"v1.{suffix}")
+        assert result.exit_code == 0, result.output
+    with (tmp_path / "v1.csv").open(newline="") as f:
+        assert len(next(csv.reader(f))) == 1 + 2 * space.NUM_OP_COPIES

@@ -1,4 +1,5 @@
-"""The schedule file format: round trip, every rejection as one HbaError line, linear stretching."""
+"""The schedule file format: round trip, every rejection as one HbaError line, linear stretching;
+version 2 of any search space (hba, stn) and version 1 files as they were written before it."""
 
 from __future__ import annotations
 
@@ -20,10 +21,13 @@ from hbacli.schedule import (
     Schedule,
     load_schedule,
     save_schedule,
+    schedule_json_text,
     stretch,
 )
+from hbacli.spaces import get_space
 
 EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "example-schedule.json"
+STN = get_space("stn")
 
 
 def random_schedule(epochs: int = 12, seed: int = 0) -> Schedule:
@@ -67,7 +71,8 @@ def test_arrays_and_epoch_access():
 
 def test_file_describes_the_search_space_and_sampling():
     document = json.loads(EXAMPLE.read_text())
-    assert document["format"] == FORMAT_NAME and document["version"] == FORMAT_VERSION
+    assert document["format"] == FORMAT_NAME and document["version"] == FORMAT_VERSION == 2
+    assert document["space"] == "hba" and document["scalars"] == []
     assert document["sampling"]["k_values"] == [0, 1, 2]
     assert document["sampling"]["k_probabilities"] == [0.2, 0.3, 0.5]
     rotate = document["ops"][4]
@@ -123,8 +128,8 @@ REJECTIONS = {
     "not json": (lambda: "hello, I am not JSON\n", r"not valid JSON"),
     "json list": (lambda: "[1, 2]", r"not an hba-schedule file \(the JSON is a list"),
     "wrong format": (lambda: with_change(_set(("format",), "pba")), r"format is 'pba'"),
-    "wrong version": (lambda: with_change(_set(("version",), 2)),
-                      r"version 2 is not supported \(this hba reads version 1\)"),
+    "wrong version": (lambda: with_change(_set(("version",), 3)),
+                      r"version 3 is not supported \(this hba reads versions 1 and 2\)"),
     "string version": (lambda: with_change(_set(("version",), "1")),
                        r"'version' must be an integer"),
     "probability 1.7": (lambda: with_change(_set(("ops", 3, "probability", 12), 1.7)),
@@ -220,3 +225,224 @@ def test_stretch_identity_and_edge_lengths():
     np.testing.assert_allclose(constant.probabilities()[:, 4], 0.3)
     with pytest.raises(HbaError):
         stretch(schedule, 0)
+
+
+# ---------------------------------------------------------------------------------------------
+# Version 1: files written before version 2 load as the hba space, exactly as before.
+
+
+def version_1_document(probs: np.ndarray, mags: np.ndarray, sampling: bool = True) -> dict:
+    """A schedule in the version 1 layout, written out field by field as hba wrote it then."""
+    ops = []
+    for i, oc in enumerate(space.OP_COPIES):
+        spec = oc.op
+        ops.append({"op": spec.name, "copy": oc.copy, "low": spec.low, "high": spec.high,
+                    "unit": spec.unit, "signed": spec.signed,
+                    "probability": probs[:, i].tolist(),
+                    "magnitude": mags[:, i].tolist() if spec.has_magnitude else None})
+    document = {"format": "hba-schedule", "version": 1, "epochs": len(probs)}
+    if sampling:
+        document["sampling"] = {
+            "k_values": [0, 1, 2], "k_probabilities": [0.2, 0.3, 0.5],
+            "rule": "shuffled walk of the op copies without replacement, each gated by its own "
+                    "probability, stop after K applied"}
+    document["ops"] = ops
+    document["provenance"] = {"dataset": "digits", "epochs": len(probs)}
+    return document
+
+
+@pytest.mark.parametrize("sampling", [True, False], ids=["with sampling", "sampling left out"])
+def test_version_1_file_loads_as_the_hba_space(tmp_path, sampling):
+    reference = random_schedule(epochs=4)
+    probs, mags = reference.probabilities(), reference.magnitudes()
+    path = write(tmp_path, version_1_document(probs, mags, sampling))
+    loaded = load_schedule(path)
+    assert (loaded.version, loaded.space_name, loaded.search_space.name) == (1, "hba", "hba")
+    np.testing.assert_array_equal(loaded.probabilities(), probs)
+    np.testing.assert_array_equal(loaded.magnitudes(), mags)
+    np.testing.assert_array_equal(loaded.values(), space.join_physical(probs, mags))
+    np.testing.assert_array_equal(loaded.values(), reference.values())
+    np.testing.assert_array_equal(loaded.values_at(99), reference.values()[-1])
+    assert loaded.scalar_values() == {} and loaded.scalars_at(0) == {}
+    assert loaded.sampling is not None  # the one rule, also when left out
+    # Saved again, it stays a version 1 file: no space, no scalars.
+    again = json.loads(schedule_json_text(loaded))
+    assert again["version"] == 1 and "space" not in again and "scalars" not in again
+    assert again["ops"] == version_1_document(probs, mags)["ops"]
+    # Stretched, it becomes a version 2 schedule of the hba space with the same values.
+    stretched = stretch(loaded, loaded.epochs)
+    assert (stretched.version, stretched.space) == (2, "hba")
+    np.testing.assert_array_equal(stretched.values(), loaded.values())
+
+
+def test_the_real_version_1_example_still_loads():
+    """examples/digits-schedule.json was written by a search before version 2 existed."""
+    path = EXAMPLE.parent / "digits-schedule.json"
+    assert json.loads(path.read_text())["version"] == 1
+    schedule = load_schedule(path)
+    assert schedule.space_name == "hba" and schedule.values().shape == (schedule.epochs, 54)
+
+
+# ---------------------------------------------------------------------------------------------
+# Version 2: any space (stn: 15 scalars, no policy).
+
+
+def stn_values(epochs: int = 6, seed: int = 0) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    return STN.low + (STN.high - STN.low) * rng.uniform(0, 1, (epochs, STN.size))
+
+
+def stn_schedule(epochs: int = 6, seed: int = 0) -> Schedule:
+    return Schedule.from_values("stn", stn_values(epochs, seed),
+                                Provenance(dataset="cifar10", model="alexnet", epochs=epochs))
+
+
+def test_stn_round_trip_is_exact(tmp_path):
+    values = stn_values()
+    schedule = stn_schedule()
+    path = tmp_path / "stn.json"
+    save_schedule(schedule, path)
+    document = json.loads(path.read_text())
+    assert (document["version"], document["space"], document["ops"]) == (2, "stn", [])
+    assert "sampling" not in document
+    assert [s["name"] for s in document["scalars"]] == list(STN.scalar_names)
+    cutlength = document["scalars"][STN.scalar_names.index("cutlength")]
+    assert {k: v for k, v in cutlength.items() if k != "values"} == {
+        "name": "cutlength", "kind": "augmentation", "low": 0.0, "high": 24.0,
+        "unit": "Cutout side in pixels (floored)", "discrete": True}
+    loaded = load_schedule(path)
+    assert loaded == schedule
+    assert (loaded.space_name, loaded.search_space) == ("stn", STN)
+    np.testing.assert_array_equal(loaded.values(), values)
+    np.testing.assert_array_equal(loaded.values_at(2), values[2])
+    np.testing.assert_array_equal(loaded.values_at(-5), values[0])  # clipped like at_epoch
+    assert list(loaded.scalar_values()) == list(STN.scalar_names)
+    np.testing.assert_array_equal(loaded.scalar_values()["hue"],
+                                  values[:, STN.scalar_index("hue")])
+    assert loaded.scalars_at(99) == dict(zip(STN.scalar_names, values[-1].tolist()))
+
+
+@pytest.mark.parametrize("method", ["probabilities", "magnitudes", "at_epoch"])
+def test_stn_schedule_has_no_op_policy(method):
+    args = (0,) if method == "at_epoch" else ()
+    with pytest.raises(HbaError, match="the stn space has no augmentation policy"):
+        getattr(stn_schedule(), method)(*args)
+
+
+def test_from_values_checks_the_shape_and_snaps_like_from_arrays():
+    with pytest.raises(HbaError, match=r"the stn space's schedule needs \(epochs, 15\) values, "
+                                       r"got \(3, 54\)"):
+        Schedule.from_values("stn", np.zeros((3, 54)))
+    with pytest.raises(HbaError, match="unknown search space 'pba' .*hba, stn"):
+        Schedule.from_values("pba", np.zeros((3, 15)))
+    top = np.tile(STN.high, (2, 1))
+    top32 = top.astype(np.float32).astype(np.float64)  # 0.3 → 0.30000001192092896, ...
+    assert (top32 > top).any()
+    np.testing.assert_array_equal(Schedule.from_values("stn", top32).values(),
+                                  np.minimum(top32, top))  # overshoot → the top
+    hue = STN.scalar_index("hue")
+    with pytest.raises(ValueError, match=r"scalars\[5\]\.values\[0\] = 0\.6 is outside hue's"):
+        Schedule.from_values("stn", np.where(np.arange(15) == hue, 0.6, top))
+    # The hba space through from_values is from_arrays' schedule.
+    reference = random_schedule(epochs=3)
+    probs, mags = reference.probabilities(), reference.magnitudes()
+    assert Schedule.from_values("hba", space.join_physical(probs, mags),
+                                reference.provenance) == reference
+
+
+def stn_document() -> dict:
+    return json.loads(schedule_json_text(stn_schedule()))
+
+
+def stn_with(change) -> dict:
+    document = stn_document()
+    change(document)
+    return document
+
+
+def _swap(i: int, j: int):
+    def change(document):
+        scalars = document["scalars"]
+        scalars[i], scalars[j] = scalars[j], scalars[i]
+    return change
+
+
+STN_REJECTIONS = {
+    "unknown scalar name": (stn_with(_set(("scalars", 5, "name"), "hues")),
+                            r"scalars\[5\]\.name: unknown scalar 'hues' in the stn space "
+                            r"\(its scalars: dropout0, .*, fcdropout1\)"),
+    "scalars out of order": (stn_with(_swap(5, 6)),
+                             r"scalars\[5\] is contrast, expected hue \(scalars must be in the "
+                             r"stn space's order\)$"),
+    "value out of range": (stn_with(_set(("scalars", 5, "values", 2), 0.7)),
+                           r"scalars\[5\]\.values\[2\] = 0\.7 is outside hue's range \[0, 0\.5\] "
+                           r"\(hue, epoch 2\)$"),
+    "negative dropout": (stn_with(_set(("scalars", 0, "values", 0), -0.01)),
+                         r"scalars\[0\]\.values\[0\] = -0\.01 is outside dropout0's range"),
+    "NaN": (json.dumps(stn_with(_set(("scalars", 12, "values", 4), math.nan))),
+            r"scalars\[12\]\.values\[4\] = nan is not a finite number \(cutholes, epoch 4\)"),
+    "wrong length": (stn_with(lambda d: d["scalars"][11]["values"].pop()),
+                     r"scalars\[11\]\.values has 5 entries, expected one per epoch \(6\)$"),
+    "unknown space": (stn_with(_set(("space",), "autoaugment")),
+                      r"space: unknown search space 'autoaugment' \(known: hba, stn\)$"),
+    "space missing": (stn_with(lambda d: d.pop("space")), r"space: missing$"),
+    "space null": (stn_with(_set(("space",), None)), r"space: Input should be a valid string"),
+    "ops given": (stn_with(_set(("ops",), example_document()["ops"])),
+                  r"ops: the stn space has no augmentation policy, so ops must be an empty list "
+                  r"\(got 30 op copies\)$"),
+    "sampling given": (stn_with(_set(("sampling",), example_document()["sampling"])),
+                       r"sampling: the stn space has no augmentation policy, so no sampling rule"),
+    "scalars missing": (stn_with(lambda d: d.pop("scalars")), r"scalars: missing$"),
+    "one scalar missing": (stn_with(lambda d: d["scalars"].pop(12)),
+                           r"scalars: missing cutholes \(of the stn space's 15 scalars\)$"),
+    "scalar twice": (stn_with(lambda d: d["scalars"].__setitem__(6, d["scalars"][5])),
+                     r"scalars: hue appears 2 times$"),
+    "range disagrees": (stn_with(_set(("scalars", 5, "high"), 1.0)),
+                        r"scalars\[5\]\.high = 1\.0 but hue's high is 0\.5 in the stn space$"),
+    "kind disagrees": (stn_with(_set(("scalars", 5, "kind"), "dropout")),
+                       r"scalars\[5\]\.kind = 'dropout' but hue's kind is 'augmentation'"),
+    "unknown kind": (stn_with(_set(("scalars", 5, "kind"), "colour")),
+                     r"scalars\[5\]\.kind: Input should be 'augmentation' or 'dropout'"),
+    "discrete disagrees": (stn_with(_set(("scalars", 11, "discrete"), False)),
+                           r"scalars\[11\]\.discrete = False but cutlength's discrete is True"),
+    "unit disagrees": (stn_with(_set(("scalars", 11, "unit"), "pixels")),
+                       r"scalars\[11\]\.unit = 'pixels' but cutlength's unit is"),
+    "string value": (stn_with(_set(("scalars", 3, "values", 1), "0.5")),
+                     r"scalars\[3\]\.values\[1\]: Input should be a valid number"),
+    "hba with a scalar": (with_change(_set(("scalars",), stn_document()["scalars"][5:6])),
+                          r"scalars\[0\]\.name: unknown scalar 'hue' in the hba space \(it has "
+                          r"no scalars\)$"),
+    "hba without scalars": (with_change(lambda d: d.pop("scalars")), r"scalars: missing$"),
+    "version 1 with a space": (with_change(lambda d: d.update(version=1)),
+                               r"space: unknown field in version 1 \(version 2 names the search "
+                               r"space\)$"),
+    "version 1 with scalars": (with_change(lambda d: (d.update(version=1), d.pop("space"))),
+                               r"scalars: unknown field in version 1"),
+}
+
+
+@pytest.mark.parametrize("case", list(STN_REJECTIONS))
+def test_invalid_version_2_files_give_one_line_naming_the_entry(tmp_path, case):
+    document, pattern = STN_REJECTIONS[case]
+    path = write(tmp_path, document)
+    with pytest.raises(HbaError) as info:
+        load_schedule(path)
+    message = str(info.value)
+    assert "\n" not in message and message.startswith(f"{path}: ") and len(message) < 300
+    assert re.search(pattern, message), message
+
+
+def test_stretch_interpolates_scalars_and_keeps_the_space():
+    values = np.tile(STN.start_values(), (3, 1))
+    hue, cut = STN.scalar_index("hue"), STN.scalar_index("cutlength")
+    values[:, hue] = [0.0, 0.25, 0.5]
+    values[:, cut] = [0.0, 24.0, 12.0]
+    schedule = Schedule.from_values("stn", values, Provenance(dataset="cifar10", epochs=3))
+    longer = stretch(schedule, 5)
+    assert (longer.version, longer.space_name, longer.epochs) == (2, "stn", 5)
+    np.testing.assert_allclose(longer.scalar_values()["hue"], [0, 0.125, 0.25, 0.375, 0.5])
+    np.testing.assert_allclose(longer.scalar_values()["cutlength"], [0, 12, 24, 18, 12])
+    np.testing.assert_allclose(longer.scalar_values()["dropout0"], 0.05)
+    assert longer.provenance == schedule.provenance
+    assert stretch(schedule, 3) == schedule
+    np.testing.assert_array_equal(stretch(schedule, 1).values(), values[:1])

@@ -10,11 +10,15 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 from typer.testing import CliRunner
 
 from hbacli.cli import app
+from hbacli.errors import HbaError
+from hbacli.schedule import Schedule, load_schedule, schedule_json_text
 from hbacli.schemas import read_schema, schema_names, shipped_schemas
+from hbacli.spaces import SEARCH_SPACES
 
 ROOT = Path(__file__).resolve().parents[1]
 FIX = "regenerate with `python scripts/generate_schemas.py`"
@@ -99,10 +103,95 @@ def test_the_module_no_longer_writes_beside_the_package():
 def test_schedule_schema_documents_the_format():
     schema = json.loads(schema_text(SCHEMA_MODELS["schedule.schema.json"]))
     assert schema["properties"]["format"]["const"] == "hba-schedule"
-    assert schema["properties"]["version"]["const"] == 1
+    assert schema["properties"]["version"]["enum"] == [1, 2]
+    assert schema["properties"]["space"]["enum"] == list(SEARCH_SPACES)
     assert set(schema["required"]) >= {"format", "version", "epochs", "ops"}
     series = schema["$defs"]["OpSeries"]
     assert "copy" in series["properties"]  # the file's key, not the Python attribute
     assert series["properties"]["probability"]["items"] == {"maximum": 1, "minimum": 0,
                                                             "type": "number"}
+    assert set(schema["$defs"]["ScalarSeries"]["required"]) == {
+        "name", "kind", "low", "high", "unit", "discrete", "values"}
     assert schema_text(SCHEMA_MODELS["schedule.schema.json"]).endswith("}\n")
+
+
+# ---------------------------------------------------------------------------------------------
+# The shipped schedule schema against real documents of both versions and every space.
+
+
+def _stn_document() -> dict:
+    stn = SEARCH_SPACES["stn"]
+    values = np.tile(stn.start_values(), (4, 1))
+    return json.loads(schedule_json_text(Schedule.from_values("stn", values)))
+
+
+def _documents() -> dict[str, dict]:
+    return {
+        "version 1 (a real search's output)": json.loads(
+            (ROOT / "examples" / "digits-schedule.json").read_text()),
+        "version 2, hba space": json.loads(
+            (ROOT / "examples" / "example-schedule.json").read_text()),
+        "version 2, stn space": _stn_document(),
+    }
+
+
+def _changed(name: str, change) -> dict:
+    document = _documents()[name]
+    change(document)
+    return document
+
+
+V1, HBA, STN = _documents()
+BAD_DOCUMENTS = {
+    "version 3": lambda: _changed(HBA, lambda d: d.update(version=3)),
+    "version 1 naming a space": lambda: _changed(V1, lambda d: d.update(space="hba")),
+    "version 1 with scalars": lambda: _changed(V1, lambda d: d.update(scalars=[])),
+    "version 2 without space": lambda: _changed(HBA, lambda d: d.pop("space")),
+    "version 2 without scalars": lambda: _changed(STN, lambda d: d.pop("scalars")),
+    "unknown space": lambda: _changed(STN, lambda d: d.update(space="autoaugment")),
+    "stn with op copies": lambda: _changed(STN, lambda d: d.update(ops=_documents()[HBA]["ops"])),
+    "stn with sampling": lambda: _changed(
+        STN, lambda d: d.update(sampling=_documents()[HBA]["sampling"])),
+    "stn scalar renamed": lambda: _changed(STN, lambda d: d["scalars"][5].update(name="hues")),
+    "stn scalars out of order": lambda: _changed(STN, lambda d: d["scalars"].reverse()),
+    "stn scalar missing": lambda: _changed(STN, lambda d: d["scalars"].pop()),
+    "stn value out of range": lambda: _changed(
+        STN, lambda d: d["scalars"][5]["values"].__setitem__(0, 0.7)),
+    "stn discrete flag": lambda: _changed(STN, lambda d: d["scalars"][11].update(discrete=False)),
+    "hba with a scalar": lambda: _changed(HBA, lambda d: d.update(
+        scalars=_documents()[STN]["scalars"][:1])),
+    "hba missing op copies": lambda: _changed(HBA, lambda d: d["ops"].pop()),
+    "probability above 1": lambda: _changed(
+        V1, lambda d: d["ops"][0]["probability"].__setitem__(0, 1.5)),
+}
+
+
+@pytest.fixture(scope="module")
+def schedule_validator():
+    jsonschema = pytest.importorskip("jsonschema")
+    schema = json.loads(read_schema("schedule"))
+    jsonschema.Draft202012Validator.check_schema(schema)
+    return jsonschema.Draft202012Validator(schema)
+
+
+@pytest.mark.parametrize("name", [V1, HBA, STN])
+def test_schedule_schema_accepts_real_documents_of_both_versions(schedule_validator, name):
+    document = _documents()[name]
+    assert [error.message for error in schedule_validator.iter_errors(document)] == []
+    assert _load(document).version == document["version"]  # and so does the loader
+
+
+@pytest.mark.parametrize("case", list(BAD_DOCUMENTS))
+def test_schedule_schema_rejects_what_the_loader_rejects(schedule_validator, case, tmp_path):
+    document = BAD_DOCUMENTS[case]()
+    assert not schedule_validator.is_valid(document), case
+    with pytest.raises(HbaError):
+        _load(document, tmp_path)
+
+
+def _load(document: dict, directory: Path | None = None):
+    if directory is None:
+        return Schedule.model_validate(document)
+    path = directory / "schedule.json"
+    path.write_text(json.dumps(document), encoding="utf-8")
+    return load_schedule(path)

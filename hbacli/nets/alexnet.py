@@ -2,11 +2,16 @@
 
 Layer sizes and dropout placement as in STN's public code (cnn/models/alexnet.py): five
 3×3 convs (64, 192, 384, 256, 256 filters, bias, the first with stride 2), each followed by
-ReLU, 2×2 max pooling after convs 1, 2 and 5, and channel dropout (Dropout2d) after every
-conv; then dropout → fc 1024→4096 → ReLU → dropout → fc 4096→4096 → ReLU → fc →classes.
+ReLU, 2×2 max pooling after convs 1, 2 and 5, and channel dropout after every conv; then
+dropout → fc 1024→4096 → ReLU → dropout → fc 4096→4096 → ReLU → fc →classes.
 The default rates are those of STN's fixed-hyperparameter baseline script (0.3 after the
 convs, 0.4 before the first two fully connected layers). STN applies its input dropout in
 the training loop, not in the model; so does this module (it has none).
+
+Every dropout is a ``RateDropout`` (``nets.dropout``) whose site is named after STN's
+hyperparameter (cnn/util/hyperparameter.py): "dropout0".."dropout4" after the convs (whole
+channels), "fcdropout0" and "fcdropout1" before the fully connected layers (elements). A search
+sets their rates per example by these names; plain use gets the default rates above.
 """
 
 from __future__ import annotations
@@ -18,11 +23,14 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from ..errors import HbaError
+from .dropout import RateDropout
 
 FILTERS = (64, 192, 384, 256, 256)
 STRIDES = (2, 1, 1, 1, 1)
 POOL_AFTER = (0, 1, 4)      # 32 → 16 (stride) → 8 → 4 → 4 → 4 → 2: a 256×2×2 feature map
 HIDDEN = 4096
+DROPOUT_SITES: tuple[str, ...] = tuple(f"dropout{i}" for i in range(len(FILTERS))) + (
+    "fcdropout0", "fcdropout1")      # registration order: the conv sites, then the fc ones
 
 
 class AlexNet(nn.Module):
@@ -36,8 +44,12 @@ class AlexNet(nn.Module):
         self.convs = nn.ModuleList(
             nn.Conv2d(c_in, c_out, 3, stride, 1)
             for c_in, c_out, stride in zip(channels[:-1], channels[1:], STRIDES))
-        self.conv_dropouts = nn.ModuleList(nn.Dropout2d(p) for p in conv_dropout)
-        self.fc_dropouts = nn.ModuleList(nn.Dropout(p) for p in fc_dropout)
+        self.conv_dropouts = nn.ModuleList(
+            RateDropout(p, site, channelwise=True)
+            for p, site in zip(conv_dropout, DROPOUT_SITES[:len(FILTERS)]))
+        self.fc_dropouts = nn.ModuleList(
+            RateDropout(p, site, channelwise=False)
+            for p, site in zip(fc_dropout, DROPOUT_SITES[len(FILTERS):]))
         self.fc1 = nn.Linear(FILTERS[-1] * 2 * 2, HIDDEN)
         self.fc2 = nn.Linear(HIDDEN, HIDDEN)
         self.fc3 = nn.Linear(HIDDEN, num_classes)
