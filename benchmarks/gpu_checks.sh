@@ -16,6 +16,12 @@
 #     quality     100  benchmarks/quality.py on reduced CIFAR-10, searches cut to 10 epochs,
 #                      3 seeds, accuracy check skipped (~30 GPU-minutes: not here); runs only
 #                      with what is left (at least 45 s), else is recorded as skipped
+#   part3  (script budget 270 s; device tool timeout_s 300): for a second lent session, or
+#          what a first one has left after part1 and part2 (it needs more than 15 minutes)
+#     regularisation 270  benchmarks/regularisation.py: the paper's Table 6 (§4.3) at GPU scale
+#                      — HBA (conv), STN-style (all) and fixed hyperparameters, AlexNet on
+#                      CIFAR-10 (10,000 training, 2,000 validation images, 15 epochs, batch 128,
+#                      lr 0.01: STN's SGD), 3 seeds; validation loss, test loss, test error
 # 330 + 420 s = 12.5 minutes, leaving ~2.5 minutes of the 15 for the machine's start. Run part2
 # right after part1 (a warm machine keeps the torch.compile cache in .cache/inductor).
 #
@@ -30,8 +36,9 @@
 # Then, with the device tool, carrying [".data", ".whl"]:
 #   run(command="bash benchmarks/gpu_checks.sh part1", timeout_s=330, carry=[".data", ".whl"])
 #   run(command="bash benchmarks/gpu_checks.sh part2", timeout_s=420, carry=[".data", ".whl"])
+#   run(command="bash benchmarks/gpu_checks.sh part3", timeout_s=300, carry=[".data", ".whl"])
 # Steps can also be named: bash benchmarks/gpu_checks.sh search quality (budget: the sum of
-# their limits). Nothing named: both parts.
+# their limits). Nothing named: all three parts.
 #
 # --dry-run: the same steps on the CPU at tiny sizes (digits, 1 epoch, one seed), no wheels
 # installed (this checkout's environment), a few minutes on 2 cores; tests/test_gpu_checks.py
@@ -49,18 +56,20 @@ for arg in "$@"; do
         --dry-run) dry_run=1 ;;
         part1) named+=(cuda_tests augment) ;;
         part2) named+=(search search_compiled quality) ;;
-        cuda_tests|augment|search|search_compiled|quality) named+=("$arg") ;;
-        *) echo "usage: bash benchmarks/gpu_checks.sh [--dry-run] [part1|part2|STEP...]" >&2
+        part3) named+=(regularisation) ;;
+        cuda_tests|augment|search|search_compiled|quality|regularisation) named+=("$arg") ;;
+        *) echo "usage: bash benchmarks/gpu_checks.sh [--dry-run] [part1|part2|part3|STEP...]" >&2
            exit 2 ;;
     esac
 done
-[ ${#named[@]} -eq 0 ] && named=(cuda_tests augment search search_compiled quality)
-declare -A limit=([cuda_tests]=150 [augment]=120 [search]=90 [search_compiled]=200 [quality]=100)
+[ ${#named[@]} -eq 0 ] && named=(cuda_tests augment search search_compiled quality regularisation)
+declare -A limit=([cuda_tests]=150 [augment]=120 [search]=90 [search_compiled]=200 [quality]=100
+                  [regularisation]=270)
 budget=0
 for name in "${named[@]}"; do budget=$((budget + ${limit[$name]})); done
 if [[ " ${named[*]} " == " cuda_tests augment " ]]; then budget=300; fi      # part1
 if [[ " ${named[*]} " == " search search_compiled quality " ]]; then budget=390; fi  # part2
-if [ ${#named[@]} -eq 5 ]; then budget=690; fi
+if [ ${#named[@]} -eq 6 ]; then budget=960; fi
 deadline=$((SECONDS + budget))
 
 out=${OUT:-gpu-checks}
@@ -171,13 +180,17 @@ if [ $dry_run = 1 ]; then
     compile_search="~60 s cold on 2 CPU cores (digits, wrn16_1), ~15 s warm"
     python3 -c "from hbacli.runtime import has_cpp_compiler as h; raise SystemExit(not h())" \
         || compiled=0
-    data=(--dataset digits --device cpu)
+    data=(--dataset digits --device cpu) device=cpu
     augment_sizes=(--seconds 0.05 --batches 16 32)
     epochs=1 quality_sizes=(--seeds 0 --harm-epochs 1 --search-epochs 1 --jobs 1)
+    regularisation_sizes=(--dataset digits --seeds 0 --epochs 1 --train-size 64 --val-size 32
+                          --jobs 1)
 else
-    data=(--dataset reduced-cifar10 --device cuda)
+    data=(--dataset reduced-cifar10 --device cuda) device=cuda
     augment_sizes=(--seconds 0.5 --batches 128 1024)
     epochs=10 quality_sizes=(--seeds 0,1,2 --harm-epochs 10 --search-epochs 10 --jobs 3)
+    regularisation_sizes=(--data-dir "$PWD/.data" --seeds 0,1,2 --epochs 15 --train-size 10000
+                          --val-size 2000 --batch-size 128 --lr 0.01 --jobs 3)
     if [ ! -f .data/cifar10-jpeg.tar.gz ]; then
         say "WARNING: no .data/cifar10-jpeg.tar.gz (carry .data, see the header): augment" \
             "falls back to the shipped 1,000 images; search, search_compiled, quality will fail"
@@ -198,5 +211,8 @@ fi
 wanted quality && step quality 0 \
     python3 benchmarks/quality.py "${data[@]}" "${quality_sizes[@]}" --skip-accuracy \
     --out "$scratch/quality"
+wanted regularisation && step regularisation 0 \
+    python3 benchmarks/regularisation.py --device "$device" "${regularisation_sizes[@]}" \
+    --out "$scratch/regularisation"
 say "done at +${SECONDS} s; ${failures} step(s) failed; summary: $summary"
 [ $failures = 0 ]

@@ -19,7 +19,7 @@ from hbacli.runtime import has_cpp_compiler
 
 ROOT = Path(__file__).resolve().parents[1]
 SCRIPT = ROOT / "benchmarks" / "gpu_checks.sh"
-STEPS = ("cuda_tests", "augment", "search", "search_compiled", "quality")
+STEPS = ("cuda_tests", "augment", "search", "search_compiled", "quality", "regularisation")
 
 pytestmark = pytest.mark.skipif(not (shutil.which("bash") and shutil.which("timeout")),
                                 reason="needs bash and coreutils' timeout")
@@ -48,7 +48,7 @@ def test_dry_run_runs_every_step_and_writes_its_figures(tmp_path):
             continue
         assert s["exit"] == 0 and f"{name} exit 0" in summary, (name, summary)
     # every benchmark's JSON line: in its own file as printed, and gathered in the summary
-    for name in ("augment", "search", "search_compiled", "quality"):
+    for name in ("augment", "search", "search_compiled", "quality", "regularisation"):
         if name == "search_compiled" and compiled_skipped:
             continue
         lines = (tmp_path / f"{name}.jsonl").read_text().splitlines()
@@ -61,6 +61,9 @@ def test_dry_run_runs_every_step_and_writes_its_figures(tmp_path):
         elif name == "augment":
             assert "real" in figures["images"] or "digits" in figures["images"]
             assert figures["batched"] and figures["pil_loop_img_per_s"] > 0
+        elif name == "regularisation":
+            assert figures["benchmark"] == "regularisation"
+            assert set(figures["summary"]) == {"hba", "stn", "fixed"}
         else:
             assert figures["benchmark"] == "quality" and "harmful" in figures
     assert (tmp_path / "cuda_tests.xml").is_file()
