@@ -301,14 +301,16 @@ class SearchEngine:
         """The space's kernels at each example's λ_i (the policy then the baseline pipeline, or
         STN's augmentation), the network's input; the network's dropout rates set to λ_i's."""
         values = to_physical(self.space, lam_i)
-        set_dropout_rates(self.hypernet, dropout_rates(self.space, values))
+        if self.space.dropout_sites:
+            set_dropout_rates(self.hypernet, dropout_rates(self.space, values))
         x = self.kernels.train(images, values, self.pipeline, generator=self.generator)
         return x.contiguous(memory_format=self.memory_format)
 
     def _dropout_off(self) -> None:
         """The λ step and validation run without dropout: STN's ``eval()`` there (its networks
         have no BatchNorm, so that is all its ``eval()`` changes)."""
-        set_dropout_rates(self.hypernet, dict.fromkeys(self.space.dropout_sites, 0.0))
+        if self.space.dropout_sites:
+            set_dropout_rates(self.hypernet, dict.fromkeys(self.space.dropout_sites, 0.0))
 
     def hyper_step(self, images: torch.Tensor, labels: torch.Tensor, update: bool = True) -> None:
         """Eq. 11: Adam on λ from an unaugmented validation batch at the unperturbed λ."""
