@@ -132,12 +132,22 @@ def main() -> None:
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--arms", default=",".join(ARMS))
     parser.add_argument("--jobs", type=int, default=min(2, os.cpu_count() or 1))
+    parser.add_argument("--set", dest="overrides", action="append", default=[],
+                        metavar="FIELD=VALUE", help="a search setting for every arm run, e.g. "
+                        "sigma=0.5 (JSON values)")
     parser.add_argument("--out", type=Path, default=Path("runs/regularisation"))
     args = parser.parse_args()
 
     seeds = [int(s) for s in args.seeds.split(",")]
     arms = args.arms.split(",")
-    settings = {"epochs": args.epochs, "train_size": args.train_size, "lr": args.lr,
+    overrides = {}
+    for pair in args.overrides:
+        field, _, text = pair.partition("=")
+        try:
+            overrides[field] = json.loads(text)
+        except json.JSONDecodeError:
+            overrides[field] = text
+    settings = {**overrides, "epochs": args.epochs, "train_size": args.train_size, "lr": args.lr,
                 "batch_size": args.batch_size,
                 "val_size": args.val_size, "device": args.device, "data_dir": args.data_dir}
     out = args.out / time.strftime("%Y%m%d-%H%M%S")

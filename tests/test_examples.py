@@ -16,3 +16,16 @@ def test_train_with_schedule_example_runs_one_epoch_on_the_digits():
                             env={**os.environ, "OMP_NUM_THREADS": "1"})
     assert result.returncode == 0, result.stderr[-2000:]
     assert "test error" in result.stdout
+
+
+def test_every_example_schedule_loads_and_names_its_space():
+    """The shipped schedules: an illustration and a digits search in the hba space (one of
+    them written before schedules named a space) and a search in the stn space."""
+    from hbacli.schedule import load_schedule
+
+    spaces = {path.name: load_schedule(path).space_name
+              for path in sorted(EXAMPLES.glob("*.json"))}
+    assert spaces == {"digits-schedule.json": "hba", "example-schedule.json": "hba",
+                      "stn-schedule.json": "stn"}
+    stn = load_schedule(EXAMPLES / "stn-schedule.json")
+    assert stn.provenance.model == "alexnet" and stn.epochs == 10
