@@ -177,7 +177,8 @@ def main() -> None:
         f"{name} {v} / {t} / {e if e is not None else '–'}" for name, (v, t, e) in PAPER.items()))
     report = {"benchmark": "regularisation", "dataset": args.dataset, "seeds": seeds,
               "settings": settings,
-              "shared": SHARED, "arms": {a: ARMS[a] for a in arms}, "summary": summary,
+              "shared": {**SHARED, "lr": args.lr, "batch_size": args.batch_size},
+              "arms": {a: ARMS[a] for a in arms}, "summary": summary,
               "runs": results, "seconds": round(time.perf_counter() - started, 1)}
     (out / "regularisation.json").write_text(json.dumps(report, indent=2) + "\n")
     print(json.dumps(report))
