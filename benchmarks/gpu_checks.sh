@@ -6,7 +6,8 @@
 #   part1  (script budget 300 s; device tool timeout_s 330)
 #     setup            install the carried wheels (.whl/), then `import pydantic, hbacli`:
 #                      stops everything with a clear message (and says so in summary.txt)
-#     cuda_tests  150  tests/test_cuda.py: CPU-equal pixels, no host syncs, bf16, channels_last
+#     cuda_tests  150  tests/test_cuda.py: CPU-equal pixels, no host syncs, bf16, channels_last;
+#                      the stn space's kernels and per-example dropout on CUDA, without syncs
 #     augment     120  benchmarks/augment.py: the batched policy on CPU and CUDA (eager and
 #                      compiled), batch 128/1024, real CIFAR-10 images from .data/
 #   part2  (script budget 390 s; device tool timeout_s 420)
@@ -197,7 +198,10 @@ else
     fi
 fi
 wanted cuda_tests && step cuda_tests "$compile_policy" \
-    python3 -m pytest tests/test_cuda.py -q -rs -p no:cacheprovider \
+    python3 -m pytest tests/test_cuda.py \
+    tests/test_stn_ops.py::test_kernels_on_cuda_give_the_cpu_pixels_without_host_sync \
+    tests/test_dropout.py::test_per_example_dropout_on_cuda_without_host_sync \
+    -q -rs -p no:cacheprovider \
     --junitxml "$out/cuda_tests.xml"
 wanted augment && step augment "$compile_policy2" \
     python3 benchmarks/augment.py "${augment_sizes[@]}"
