@@ -17,6 +17,14 @@ nesterov, weight decay) updates φ only.
 Adam (constant learning rate α') on λ only. λ's gradient comes only through the hyper-layers:
 the augmentation is not differentiated.
 
+Any search space (``spaces.py``, ``--space``): λ_i's physical values drive the space's kernels
+(``space_kernels``: the op policy then the baseline pipeline, or STN's jitter, Cutout, input
+dropout and scaling) and, per example, the network's dropout sites (``nets.dropout``). The λ
+step runs without dropout, as Self-Tuning Networks' ``eval()`` validation step does.
+``perturbation_scale=learned`` is STN's perturbation: ε_i ~ N(0, diag(softplus(s)²)) with s
+learned by the same Adam on the λ step, which then sees λ + softplus(s)·ε too and maximises
+−loss + τ·entropy (``entropy_weight``).
+
 What the hyper-layers are fed (``hyper_input``): ``centred`` (default) feeds λ − λ0, λ0 the
 search's starting λ; ``raw`` feeds λ as the paper writes it. Both are the paper's function
 family, φ0 + diag(φV(λ − λ0))φU = [φ0 − diag(φV λ0)φU] + diag(φV λ)φU; only the optimisation
@@ -286,6 +294,9 @@ class SearchEngine:
             x = torch.cat([first, self._augmented(images[half:], lam_i[half:])])
         else:
             x = self._augmented(images, lam_i)
+        if self.space.dropout_sites:   # each example's own rates, from its λ_i
+            set_dropout_rates(self.hypernet,
+                              dropout_rates(self.space, to_physical(self.space, lam_i)))
         self.train_net.train()
         with self.precision.autocast():
             loss = F.cross_entropy(self.train_net(x, self.hyper_input(lam_i)), labels)
@@ -299,10 +310,8 @@ class SearchEngine:
 
     def _augmented(self, images: torch.Tensor, lam_i: torch.Tensor) -> torch.Tensor:
         """The space's kernels at each example's λ_i (the policy then the baseline pipeline, or
-        STN's augmentation), the network's input; the network's dropout rates set to λ_i's."""
+        STN's augmentation): the network's input."""
         values = to_physical(self.space, lam_i)
-        if self.space.dropout_sites:
-            set_dropout_rates(self.hypernet, dropout_rates(self.space, values))
         x = self.kernels.train(images, values, self.pipeline, generator=self.generator)
         return x.contiguous(memory_format=self.memory_format)
 

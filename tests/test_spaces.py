@@ -189,3 +189,12 @@ def test_a_version_1_schedule_still_loads_and_replays(tmp_path):
                                   batch_size=32, device="cpu")
     results = run_evaluation(cfg, tmp_path / "eval.json", tmp_path / "run", progress=False)
     assert np.isfinite(results.summary.test_error.mean)
+
+
+def test_antithetic_pairs_in_the_stn_space_set_one_rate_per_example(tmp_path):
+    """Antithetic batches are augmented in two halves; the dropout rates cover the whole batch."""
+    cfg = resolve_search_config("digits", None, **{**TINY_STN, "epochs": 1},
+                                perturbation="antithetic")
+    schedule = run_search(cfg, out=tmp_path / "s.json", run_dir=tmp_path / "run",
+                          progress=False)
+    assert schedule.space_name == "stn" and np.isfinite(schedule.values()).all()
