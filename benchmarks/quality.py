@@ -197,7 +197,7 @@ def _announce(future, label: str, started: float, total: int, done: list[int]):
     return future
 
 
-def _parse_overrides(pairs: list[str]) -> dict[str, Any]:
+def parse_overrides(pairs: list[str]) -> dict[str, Any]:
     overrides = {}
     for pair in pairs:
         key, sep, value = pair.partition("=")
@@ -230,7 +230,7 @@ def main() -> None:
     args = parser.parse_args()
 
     seeds = [int(s) for s in args.seeds.split(",")]
-    overrides = {"device": args.device, **_parse_overrides(args.overrides)}
+    overrides = {"device": args.device, **parse_overrides(args.overrides)}
     out = args.out / time.strftime("%Y%m%d-%H%M%S")
     out.mkdir(parents=True, exist_ok=True)
     init = out / "harmful-init.json"

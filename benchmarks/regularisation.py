@@ -44,6 +44,8 @@ from multiprocessing import get_context
 from pathlib import Path
 from typing import Any
 
+from quality import parse_overrides  # the same --set FIELD=VALUE as quality.py (this folder)
+
 ARMS: dict[str, dict[str, Any]] = {
     "hba": {"method": "hba", "strategy": "conv"},
     "stn": {"method": "stn"},
@@ -54,10 +56,11 @@ PAPER = {  # Table 6: validation loss, test loss, test error %
     "STN": ("0.579 ± 0.005", "0.582 ± 0.004", "19.86 ± 0.21"),
     "HBA": ("0.548 ± 0.005", "0.556 ± 0.005", "18.76 ± 0.11"),
 }
-# STN's SGD (cnn/hypertrain.py: SGD(lr=0.01, momentum=0.9), no weight decay, batch 128).
-SHARED = {"space": "stn", "model": "alexnet", "lr": 0.01, "momentum": 0.9, "nesterov": False,
-          "weight_decay": 0.0, "batch_size": 128, "hyper_lr": 0.03, "lr_schedule": "cosine"}
-CPU_SCALE = {"lr": 0.03, "batch_size": 32}   # see the module docstring
+# STN's SGD (cnn/hypertrain.py: SGD(lr=0.01, momentum=0.9), no weight decay, batch 128); lr and
+# batch are flags, with CPU-scale defaults (see the module docstring).
+SHARED = {"space": "stn", "model": "alexnet", "momentum": 0.9, "nesterov": False,
+          "weight_decay": 0.0, "hyper_lr": 0.03, "lr_schedule": "cosine"}
+CPU_SCALE = {"lr": 0.03, "batch_size": 32}
 
 
 def run_job(arm: str, seed: int, dataset: str, settings: dict[str, Any],
@@ -140,16 +143,9 @@ def main() -> None:
 
     seeds = [int(s) for s in args.seeds.split(",")]
     arms = args.arms.split(",")
-    overrides = {}
-    for pair in args.overrides:
-        field, _, text = pair.partition("=")
-        try:
-            overrides[field] = json.loads(text)
-        except json.JSONDecodeError:
-            overrides[field] = text
-    settings = {**overrides, "epochs": args.epochs, "train_size": args.train_size, "lr": args.lr,
-                "batch_size": args.batch_size,
-                "val_size": args.val_size, "device": args.device, "data_dir": args.data_dir}
+    settings = {**parse_overrides(args.overrides), "epochs": args.epochs,
+                "train_size": args.train_size, "val_size": args.val_size, "lr": args.lr,
+                "batch_size": args.batch_size, "device": args.device, "data_dir": args.data_dir}
     out = args.out / time.strftime("%Y%m%d-%H%M%S")
     out.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
@@ -177,7 +173,7 @@ def main() -> None:
         f"{name} {v} / {t} / {e if e is not None else '–'}" for name, (v, t, e) in PAPER.items()))
     report = {"benchmark": "regularisation", "dataset": args.dataset, "seeds": seeds,
               "settings": settings,
-              "shared": {**SHARED, "lr": args.lr, "batch_size": args.batch_size},
+              "shared": SHARED,
               "arms": {a: ARMS[a] for a in arms}, "summary": summary,
               "runs": results, "seconds": round(time.perf_counter() - started, 1)}
     (out / "regularisation.json").write_text(json.dumps(report, indent=2) + "\n")

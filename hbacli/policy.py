@@ -77,8 +77,6 @@ def _constants(device: torch.device, dtype: torch.dtype) -> dict[str, Tensor]:
 
 
 def _build_constants(device: torch.device, dtype: torch.dtype) -> dict[str, Tensor]:
-    mag_slot = np.full(NUM_COPIES, space.NUM_MAGNITUDES, dtype=np.int64)  # the NaN slot
-    mag_slot[space.MAGNITUDE_COPY_INDEX] = np.arange(space.NUM_MAGNITUDES)
     family_local = np.full((len(KERNEL_FAMILIES), NUM_OPS + 1), -1, dtype=np.int64)  # 0: no op
     family_rank = np.zeros(NUM_OPS + 1, dtype=np.int64)  # 1 + position in family-major order
     for f, family in enumerate(KERNEL_FAMILIES):
@@ -89,24 +87,9 @@ def _build_constants(device: torch.device, dtype: torch.dtype) -> dict[str, Tens
     def put(a, dt=None):
         return torch.as_tensor(a, dtype=dt, device=device)
 
-    return {"low": put(space.LAMBDA_LOW, dtype), "high": put(space.LAMBDA_HIGH, dtype),
-            "mag_slot": put(mag_slot), "family_local": put(family_local),
+    return {"family_local": put(family_local),
             "family_rank": put(family_rank),
             "signed": put([False] + _SIGNED), "k_thresholds": put(_K_THRESHOLDS, torch.float32)}
-
-
-def physical_from_lambda(lam: Tensor) -> tuple[Tensor, Tensor]:
-    """(…, 54) logits → probabilities (…, 30), magnitudes (…, 30) (NaN for probability-only ops).
-
-    The torch twin of ``space.lambda_to_physical`` + ``space.split_physical``; differentiable.
-    """
-    if lam.shape[-1] != space.NUM_HYPERPARAMETERS:
-        raise HbaError(f"λ must have {space.NUM_HYPERPARAMETERS} entries, got {lam.shape[-1]}")
-    c = _constants(lam.device, lam.dtype)
-    values = c["low"] + (c["high"] - c["low"]) * torch.sigmoid(lam)
-    nan = values.new_full(values.shape[:-1] + (1,), float("nan"))
-    magnitudes = torch.cat([values[..., space.MAGNITUDE_SLOTS], nan], dim=-1)
-    return values[..., space.PROBABILITY_SLOTS], magnitudes.index_select(-1, c["mag_slot"])
 
 
 def _per_example(values, n: int, device: torch.device, what: str) -> Tensor:

@@ -287,16 +287,16 @@ class SearchEngine:
             noise = torch.cat([noise, -noise])
         scale = self.perturbation_scale()
         lam_i = self.lam.detach() + (scale.detach() if self.learned_scale else scale) * noise
+        values = to_physical(self.space, lam_i)
         if antithetic:   # common random numbers: both halves draw the same ops, signs, crops
             state = self.generator.get_state()
-            first = self._augmented(images[:half], lam_i[:half])
+            first = self._augmented(images[:half], values[:half])
             self.generator.set_state(state)
-            x = torch.cat([first, self._augmented(images[half:], lam_i[half:])])
+            x = torch.cat([first, self._augmented(images[half:], values[half:])])
         else:
-            x = self._augmented(images, lam_i)
+            x = self._augmented(images, values)
         if self.space.dropout_sites:   # each example's own rates, from its λ_i
-            set_dropout_rates(self.hypernet,
-                              dropout_rates(self.space, to_physical(self.space, lam_i)))
+            set_dropout_rates(self.hypernet, dropout_rates(self.space, values))
         self.train_net.train()
         with self.precision.autocast():
             loss = F.cross_entropy(self.train_net(x, self.hyper_input(lam_i)), labels)
@@ -308,10 +308,9 @@ class SearchEngine:
         self._train_loss_sum += loss.detach() * labels.shape[0]
         self._train_count += labels.shape[0]
 
-    def _augmented(self, images: torch.Tensor, lam_i: torch.Tensor) -> torch.Tensor:
-        """The space's kernels at each example's λ_i (the policy then the baseline pipeline, or
-        STN's augmentation): the network's input."""
-        values = to_physical(self.space, lam_i)
+    def _augmented(self, images: torch.Tensor, values: torch.Tensor) -> torch.Tensor:
+        """The space's kernels at each example's physical values (the policy then the baseline
+        pipeline, or STN's augmentation): the network's input."""
         x = self.kernels.train(images, values, self.pipeline, generator=self.generator)
         return x.contiguous(memory_format=self.memory_format)
 

@@ -30,7 +30,7 @@ from .errors import HbaError
 from .nets.dropout import dropout_sites
 from .pipeline import BaselinePipeline, MaybeGenerator
 from .policy import augment_batch
-from .spaces import FLOOR_TOLERANCE, SearchSpace
+from .spaces import FLOOR_TOLERANCE, SearchSpace, get_space
 from .stn_ops import (
     colour_jitter,
     cutout_holes,
@@ -42,25 +42,31 @@ from .stn_ops import (
 
 def to_physical(space_: SearchSpace, lam: Tensor) -> Tensor:
     """(…, |λ|) logits → physical values (torch; differentiable), as ``SearchSpace.to_physical``."""
+    if lam.shape[-1] != space_.size:
+        raise HbaError(f"λ of the {space_.name} space has {space_.size} entries, got "
+                       f"{lam.shape[-1]}")
     low, high = _bounds(space_.name, lam.device, lam.dtype)
     return low + (high - low) * torch.sigmoid(lam)
 
 
+# Constant tensors made once per device: a host-to-device copy per step would synchronise.
 @cache
 def _bounds(name: str, device: torch.device, dtype: torch.dtype) -> tuple[Tensor, Tensor]:
-    from .spaces import get_space
-
     declared = get_space(name)
     return (torch.as_tensor(declared.low, dtype=dtype, device=device),
             torch.as_tensor(declared.high, dtype=dtype, device=device))
 
 
+@cache
+def _magnitude_index(device: torch.device) -> Tensor:
+    return torch.as_tensor(space.MAGNITUDE_COPY_INDEX, device=device)
+
+
 def policy_split(values: Tensor) -> tuple[Tensor, Tensor]:
-    """The policy's 54 physical values (N, 54) → probabilities (N, 30) and magnitudes (N, 30),
+    """The policy's 54 physical values (…, 54) → probabilities (…, 30) and magnitudes (…, 30),
     0 for probability-only ops (the policy ignores them)."""
     magnitudes = values.new_zeros(values.shape[:-1] + (space.NUM_OP_COPIES,))
-    index = torch.as_tensor(space.MAGNITUDE_COPY_INDEX, device=values.device)
-    magnitudes[..., index] = values[..., space.MAGNITUDE_SLOTS]
+    magnitudes[..., _magnitude_index(values.device)] = values[..., space.MAGNITUDE_SLOTS]
     return values[..., space.PROBABILITY_SLOTS], magnitudes
 
 

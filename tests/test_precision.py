@@ -246,13 +246,14 @@ def _todays_train_step(engine, images, labels):
     """SearchEngine.train_step as it was before --precision (fp32 on the CPU: no autocast,
     no scaler), with the same random draws."""
     from hbacli import space
-    from hbacli.policy import augment_batch, physical_from_lambda
+    from hbacli.policy import augment_batch
+    from hbacli.space_kernels import policy_split, to_physical
 
     noise = torch.randn(images.shape[0], space.NUM_HYPERPARAMETERS, generator=engine.generator)
     lam_i = engine.lam.detach() + engine.cfg.sigma * noise
-    probabilities, magnitudes = physical_from_lambda(lam_i)
+    probabilities, magnitudes = policy_split(to_physical(engine.space, lam_i))
     x = augment_batch(images, probabilities, magnitudes, generator=engine.generator,
-                      kernels=engine.kernels)
+                      kernels=engine.kernels.policy_kernels)
     x = engine.pipeline.train(x, generator=engine.generator)
     engine.hypernet.train()
     loss = torch.nn.functional.cross_entropy(engine.hypernet(x, engine.hyper_input(lam_i)),
